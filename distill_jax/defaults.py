@@ -1,0 +1,112 @@
+"""The full default config: every key an experiment config may set.
+
+Config files in ``configs/`` start from ``default_config()`` and override what
+they need. ``validate(config)`` refuses keys that are not here (a typo such as
+``optim.lerning_rate`` is an error naming the closest key), so a run never
+silently ignores a setting. Three sub-trees are free-form and are checked by
+the object they configure instead: ``student.kwargs`` / ``teacher.kwargs``
+(model constructor arguments) and ``method`` (the method's hyper-parameters).
+"""
+
+import difflib
+
+import ml_collections
+
+FREE_FORM = ('student.kwargs', 'teacher.kwargs', 'method')
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The default config (a CE-trained MLP on MNIST), documented key by key."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'mnist'            # registered data set (registry.names('datasets'))
+  c.data.data_dir = ''             # '' = tfds default (TFDS_DATA_DIR or ~/tensorflow_datasets)
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.crop_padding = 0  # random translation by up to this many pixels (zero fill)
+  c.data.augment.flip = False      # random horizontal flip
+
+  c.student = ml_collections.ConfigDict()
+  c.student.model = 'mlp'          # registry.names('models')
+  c.student.kwargs = ml_collections.ConfigDict()
+  c.student.dtype = 'float32'      # compute dtype; params stay float32
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.workdir = ''           # the teacher run's workdir ('' = no teacher)
+  c.teacher.model = ''             # '' = the model named in the teacher workdir's config.json
+  c.teacher.kwargs = ml_collections.ConfigDict()
+  c.teacher.dtype = 'float32'
+
+  c.method = ml_collections.ConfigDict()
+  c.method.name = 'ce'             # registry.names('methods'); other keys = its hyper-parameters
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'sgd'             # sgd | adam | adamw
+  c.optim.learning_rate = 0.1
+  c.optim.momentum = 0.9           # sgd only
+  c.optim.nesterov = False         # sgd only
+  c.optim.weight_decay = 0.0       # coupled (PyTorch SGD style) for sgd/adam, decoupled for adamw
+  c.optim.schedule = 'cosine'      # constant | cosine | step
+  c.optim.warmup_epochs = 0.0
+  c.optim.decay_epochs = ()        # step schedule: epochs at which lr *= decay_factor
+  c.optim.decay_factor = 0.1
+  c.optim.grad_clip_norm = 0.0     # 0 = no clipping
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128         # global batch, over all devices and hosts
+  c.train.num_epochs = 10.0
+  c.train.num_steps = 0            # > 0 overrides num_epochs
+  c.train.eval_batch_size = 1000
+  c.train.log_every_steps = 100
+  c.train.eval_every_epochs = 1.0  # 0 = only at the end
+  c.train.checkpoint_every_epochs = 1.0
+  c.train.keep_checkpoints = 2
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                 # -1 = all devices left over
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  # Logical axis name -> mesh axis (or None = replicated). Models annotate
+  # logical names only; data parallelism is the default below.
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.rules = (
+      ('batch', ('data', 'fsdp')),
+      ('embed', None), ('mlp', None), ('classes', None),
+      ('conv_in', None), ('conv_out', None),
+  )
+  return c
+
+
+def _leaf_paths(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  paths = []
+  for key, value in config.items():
+    path = f'{prefix}{key}'
+    if path in FREE_FORM:
+      paths.append(path)
+    elif isinstance(value, ml_collections.ConfigDict):
+      paths.extend(_leaf_paths(value, path + '.'))
+    else:
+      paths.append(path)
+  return paths
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming every key of ``config`` that the defaults lack."""
+  known = set(_leaf_paths(default_config()))
+  unknown = [
+      path for path in _leaf_paths(config)
+      if path not in known and not any(path.startswith(f + '.') for f in FREE_FORM)
+  ]
+  if unknown:
+    lines = []
+    for path in unknown:
+      close = difflib.get_close_matches(path, known, n=1)
+      hint = f" (did you mean '{close[0]}'?)" if close else ''
+      lines.append(f'  {path}{hint}')
+    raise ValueError(
+        'Unknown config keys:\n' + '\n'.join(lines) +
+        '\nThe valid keys are listed, with their meaning, in distill_jax/defaults.py.')

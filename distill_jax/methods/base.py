@@ -1,0 +1,64 @@
+"""The method interface every file in ``distill_jax/methods/`` follows.
+
+Shapes: ``student_out`` and ``teacher_out`` are a model's ``(logits [B, K],
+features dict)``; ``teacher_out`` is None for methods with
+``needs_teacher = False``. ``batch`` holds ``label`` int32 ``[B]`` and the
+augmented ``image`` the models saw. ``aux`` holds the method's learnable
+connector params (``{}`` when it has none); they are optimised with the
+student and are not part of the exported student.
+"""
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import ml_collections
+
+from distill_jax import registry
+
+Array = jax.Array
+ModelOutput = tuple[Array, dict[str, Array]]
+
+
+class Method:
+  """Default parts of a method: it needs a teacher and has no aux params."""
+
+  needs_teacher: ClassVar[bool] = True
+
+  def init_aux(self, rng: Array, student_features: dict[str, Any],
+               teacher_features: dict[str, Any] | None) -> Any:
+    """Learnable connector params; features are given as shape structs."""
+    del rng, student_features, teacher_features
+    return {}
+
+  def loss(self, student_out: ModelOutput, teacher_out: ModelOutput | None,
+           batch: dict[str, Array], aux: Any,
+           step: Array) -> tuple[Array, dict[str, Array]]:
+    raise NotImplementedError
+
+
+def from_config(method_config: ml_collections.ConfigDict) -> Method:
+  """Builds the method named ``method_config.name`` with the other keys as its
+  hyper-parameters; unknown names or hyper-parameters are errors listing the
+  valid ones."""
+  values = dict(method_config.to_dict())
+  name = values.pop('name')
+  cls = registry.get('methods', name)
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(
+        f'Method {name!r} has no hyper-parameter(s) {", ".join(unknown)}; '
+        f'it takes: {", ".join(sorted(fields)) or "(none)"}.')
+  return cls(**values)
+
+
+def check_number(name: str, value: Any, *, positive: bool = False,
+                 unit_interval: bool = False) -> None:
+  """Raises a ValueError unless ``value`` is a real number in range."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ValueError(f'{name} must be a number, got {value!r}.')
+  if positive and value <= 0:
+    raise ValueError(f'{name} must be > 0, got {value}.')
+  if unit_interval and not 0.0 <= value <= 1.0:
+    raise ValueError(f'{name} must be in [0, 1], got {value}.')

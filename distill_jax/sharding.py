@@ -1,0 +1,75 @@
+"""Device mesh and shardings from the config.
+
+The mesh has axes ``('data', 'fsdp', 'tensor')``; models annotate logical
+axis names (``nn.with_logical_partitioning``) and ``config.sharding.rules``
+maps them onto mesh axes, so data parallelism, FSDP and tensor parallelism are
+config edits. The global batch is split over ``('data', 'fsdp')``.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import math
+import ml_collections
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+BATCH_AXES = ('data', 'fsdp')
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ``('data', 'fsdp', 'tensor')`` mesh; one axis may be -1 (the rest)."""
+  devices = list(devices if devices is not None else jax.devices())
+  sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f'At most one mesh axis may be -1, got mesh {dict(zip(MESH_AXES, sizes))}.')
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(
+          f'Mesh {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are not '
+          f'divisible by the fixed axes ({known}).')
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(
+        f'Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, '
+        f'but {len(devices)} are available.')
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                       devices=devices)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over ``data`` and ``fsdp``; the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_shards(mesh: Mesh) -> int:
+  return mesh.shape['data'] * mesh.shape['fsdp']
+
+
+def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
+  """The global batch must split evenly over the batch shards and the hosts."""
+  shards = batch_shards(mesh)
+  for count, what in ((shards, 'batch shards (mesh data x fsdp)'),
+                      (jax.process_count(), 'processes')):
+    if batch_size % count:
+      raise ValueError(
+          f'{name}={batch_size} is not divisible by the {count} {what}; '
+          f'use a multiple of {count}.')
+
+
+def logical_shardings(boxed_tree: Any, mesh: Mesh,
+                      rules: Sequence[tuple[str, Any]]) -> Any:
+  """NamedShardings for a tree of (possibly ``nn.LogicallyPartitioned``) leaves.
+
+  ``boxed_tree`` is typically ``jax.eval_shape(model.init, ...)``; unannotated
+  leaves are replicated.
+  """
+  specs = nn.get_partition_spec(boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, [tuple(rule) for rule in rules])

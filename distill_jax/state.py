@@ -1,0 +1,74 @@
+"""``DistillState``: everything a student run updates, as one pytree.
+
+The teacher is not in it (DESIGN rule 2): teachers are separate arguments of
+the step and are loaded from their own checkpoint.
+"""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from distill_jax.methods.base import Method
+
+
+@flax.struct.dataclass
+class DistillState:
+  """Student training state.
+
+  Attributes:
+    step: int32 scalar, the number of updates done.
+    params: the student's ``params`` collection.
+    model_state: the student's other collections (``{'batch_stats': ...}`` or ``{}``).
+    aux_params: the method's learnable connectors (``{}`` if none).
+    opt_state: optax state over ``{'student': params, 'aux': aux_params}``.
+    rng: uint32 ``[2]`` base key; step ``s`` uses ``fold_in(rng, s)``.
+  """
+  step: jax.Array
+  params: Any
+  model_state: Any
+  aux_params: Any
+  opt_state: Any
+  rng: jax.Array
+
+  @property
+  def student_variables(self) -> dict[str, Any]:
+    """The student's variables as ``model.apply`` takes them."""
+    return {'params': self.params, **self.model_state}
+
+
+def init_boxed_state(rng: jax.Array, *, student: nn.Module, method: Method,
+                     optimizer: optax.GradientTransformation,
+                     sample_images: jax.Array,
+                     teacher_features: dict[str, Any] | None) -> DistillState:
+  """A fresh state whose params keep their ``nn.LogicallyPartitioned`` boxes.
+
+  Call it under ``jax.eval_shape`` to read the logical partitioning, and
+  through ``nn.unbox`` under ``jax.jit(out_shardings=...)`` to create the
+  state directly in its shardings.
+
+  Args:
+    rng: PRNG key (uint32 [2]).
+    student: the student module.
+    method: the distillation method (its ``init_aux`` makes connectors).
+    optimizer: the optax transformation.
+    sample_images: float32 ``[b, H, W, C]``, any small b.
+    teacher_features: the teacher's feature shapes (``jax.ShapeDtypeStruct``
+      dict) or None.
+  """
+  init_rng, dropout_rng, aux_rng, state_rng = jax.random.split(rng, 4)
+  variables = student.init({'params': init_rng, 'dropout': dropout_rng},
+                           sample_images, train=False)
+  variables = dict(variables)
+  params = variables.pop('params')
+  _, student_features = jax.eval_shape(
+      lambda v: student.apply(v, sample_images, train=False),
+      nn.unbox({'params': params, **variables}))
+  aux_params = method.init_aux(aux_rng, student_features, teacher_features)
+  opt_state = optimizer.init({'student': params, 'aux': aux_params})
+  return DistillState(
+      step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+      aux_params=aux_params, opt_state=opt_state, rng=state_rng)
