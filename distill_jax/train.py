@@ -267,7 +267,7 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int) -> dic
       _log(f'eval at step {step}: ' + ', '.join(
           f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
           for k, v in summary.items()))
-      window_start = time.time()
+      window_start, window_step = time.time(), step  # Eval time is not training speed.
     if step % checkpoint_every == 0 or step == total:
       checkpoint.save(manager, state)
   manager.wait_until_finished()

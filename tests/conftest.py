@@ -7,8 +7,38 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest
 
+from distill_jax import defaults
+
 
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   """One tfds data_dir for the whole session (offline builders prepare into it)."""
   return str(tmp_path_factory.mktemp('tensorflow_datasets'))
+
+
+def make_small_config(data_dir, **overrides):
+  """A digits MLP run of a few steps; ``overrides`` are dotted keys."""
+  config = defaults.default_config()
+  config.data.name = 'digits'
+  config.data.data_dir = data_dir
+  config.student.model = 'mlp'
+  config.student.kwargs.hidden_sizes = (32,)
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 200
+  config.train.num_steps = 6
+  config.train.log_every_steps = 2
+  config.optim.schedule = 'constant'
+  config.optim.learning_rate = 0.05
+  for key, value in overrides.items():
+    parent = config
+    *path, leaf = key.split('.')
+    for part in path:
+      parent = parent[part]
+    parent[leaf] = value
+  return config
+
+
+@pytest.fixture(scope='session')
+def small_config():
+  """``small_config(data_dir, **{'dotted.key': value})`` -> a few-step digits MLP config."""
+  return make_small_config

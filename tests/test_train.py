@@ -8,34 +8,11 @@ import numpy as np
 import pytest
 
 from distill_jax import checkpoint
-from distill_jax import defaults
 from distill_jax import train
 
 
-def small_config(data_dir, **overrides):
-  """A digits MLP run of a few steps; ``overrides`` are dotted keys."""
-  config = defaults.default_config()
-  config.data.name = 'digits'
-  config.data.data_dir = data_dir
-  config.student.model = 'mlp'
-  config.student.kwargs.hidden_sizes = (32,)
-  config.train.batch_size = 16
-  config.train.eval_batch_size = 200
-  config.train.num_steps = 6
-  config.train.log_every_steps = 2
-  config.optim.schedule = 'constant'
-  config.optim.learning_rate = 0.05
-  for key, value in overrides.items():
-    parent = config
-    *path, leaf = key.split('.')
-    for part in path:
-      parent = parent[part]
-    parent[leaf] = value
-  return config
-
-
 @pytest.fixture(scope='module')
-def teacher_dir(data_dir, tmp_path_factory):
+def teacher_dir(data_dir, small_config, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('runs') / 'teacher')
   train.run(small_config(data_dir, **{'train.num_steps': 20}), workdir)
   return workdir
@@ -57,7 +34,7 @@ def test_run_writes_the_workdir(teacher_dir):
   assert checkpoint.read_config(teacher_dir)['student']['kwargs'] == {'hidden_sizes': [32]}
 
 
-def test_distilled_student_reports_teacher_figures(teacher_dir, data_dir, tmp_path):
+def test_distilled_student_reports_teacher_figures(teacher_dir, data_dir, small_config, tmp_path):
   config = small_config(data_dir, **{'teacher.workdir': teacher_dir})
   config.method.name = 'kd'
   config.method.temperature = 4.0
@@ -74,7 +51,7 @@ def _params(workdir, config):
   return checkpoint.restore_latest(manager, exp.abstract_state).params
 
 
-def test_resume_continues_exactly(data_dir, tmp_path):
+def test_resume_continues_exactly(data_dir, small_config, tmp_path):
   straight = str(tmp_path / 'straight')
   resumed = str(tmp_path / 'resumed')
   config = small_config(data_dir, **{'train.num_steps': 4})
@@ -103,13 +80,13 @@ def _train_steps(exp, num_steps):
   return state, step_metrics
 
 
-def test_step_compiles_once(data_dir):
+def test_step_compiles_once(data_dir, small_config):
   exp = train.build(small_config(data_dir))
   _train_steps(exp, 5)
   assert exp.train_fn._cache_size() == 1
 
 
-def test_one_and_eight_devices_agree(data_dir):
+def test_one_and_eight_devices_agree(data_dir, small_config):
   assert jax.device_count() == 8
   config = small_config(data_dir, **{'student.kwargs.dropout_rate': 0.3,
                                      'data.augment.crop_padding': 1})

@@ -21,6 +21,9 @@ from distill_jax import config_args
 from distill_jax import defaults
 
 ROLES = ('teacher', 'scratch', 'distill')
+# Runs of tests/test_configs.py (with runlocal added); {run0} = the first run's workdir.
+SMOKE_TEST_ARGS = ('role=teacher', 'role=scratch,teacher_workdir={run0}',
+                   'role=distill,teacher_workdir={run0}')
 
 
 def get_config(arg=None):

@@ -6,8 +6,8 @@ starting with a 2x2 max pool, global average pooling, optional dropout and a
 linear classifier. Convs are bias-free 3x3 with Kaiming-normal (fan_out)
 initialization, like the CIFAR ResNets.
 
-With the default ``widths=(32, 64, 128)``: 104,138 parameters for 1 input
-channel and 10 classes; 104,714 for 3 channels and 10 classes.
+With the default ``widths=(32, 64, 128)``: 103,466 parameters for 1 input
+channel and 10 classes; 104,042 for 3 channels and 10 classes.
 """
 
 from typing import Any, Sequence

@@ -4,16 +4,16 @@ Every parameter carries logical axis names (DESIGN rule 3) through
 ``nn.with_logical_partitioning``; the mesh rules that turn them into shardings
 live in the config. The names used by every model in ``distill_jax.models``:
 
-=========================  =================================
-parameter                  logical axes
-=========================  =================================
-hidden ``Dense`` kernel    ``('embed', 'mlp')``
-hidden ``Dense`` bias      ``('mlp',)``
-classifier kernel          ``('mlp', 'classes')``
-classifier bias            ``('classes',)``
-conv kernel ``[kh,kw,i,o]`` ``(None, None, 'conv_in', 'conv_out')``
-BatchNorm scale / bias     ``('conv_out',)``
-=========================  =================================
+============================  ==========================================
+parameter                     logical axes
+============================  ==========================================
+hidden ``Dense`` kernel       ``('embed', 'mlp')``
+hidden ``Dense`` bias         ``('mlp',)``
+classifier kernel             ``('mlp', 'classes')``
+classifier bias               ``('classes',)``
+conv kernel ``[kh,kw,i,o]``   ``(None, None, 'conv_in', 'conv_out')``
+BatchNorm scale / bias        ``('conv_out',)``
+============================  ==========================================
 
 BatchNorm running statistics (``batch_stats``) carry no names (replicated).
 
@@ -61,10 +61,11 @@ torch_linear_kernel = nn.initializers.variance_scaling(
 
 
 def torch_linear_bias(fan_in: int) -> Callable[..., Array]:
-  """torch.nn.Linear's default bias init, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+  """torch.nn.Linear's default bias init: ``U(-b, b)``, b = 1/sqrt(fan_in)."""
   bound = 1.0 / math.sqrt(fan_in)
 
-  def init(key: Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> Array:
+  def init(key: Array, shape: Sequence[int],
+           dtype: Dtype = jnp.float32) -> Array:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init

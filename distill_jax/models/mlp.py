@@ -71,7 +71,8 @@ class MLP(nn.Module):
     """
     if x.ndim < 2:
       raise ValueError(
-          f'MLP expects a batch [B, ...] of inputs, got shape {tuple(x.shape)}.')
+          'MLP expects a batch [B, ...] of inputs, got shape '
+          f'{tuple(x.shape)}.')
     features = {}
     x = x.reshape(x.shape[0], -1).astype(self.dtype)
     pre_logits = x

@@ -13,7 +13,7 @@ Registered models (``registry.get('models', name)(num_classes=..., **kw)``):
 ===========  =====  ===========  ======================
 name         depth  widen (w)    params (100 classes)
 ===========  =====  ===========  ======================
-wrn_16_1     16     1            0.18M  (175,540)
+wrn_16_1     16     1            0.18M  (180,916)
 wrn_16_2     16     2            0.70M  (703,284)
 wrn_40_1     40     1            0.57M  (569,780)
 wrn_40_2     40     2            2.26M  (2,255,156)
@@ -57,10 +57,11 @@ class PreActBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, Array]:
-    """``[B, H, W, C_in]`` -> ``(out [B, H/s, W/s, C_out], bn1 [B, H, W, C_in])``.
+    """``[B, H, W, C_in]`` -> ``(out, bn1)``.
 
-    ``bn1`` is the block's first BatchNorm output before its ReLU: the
-    pre-activation view of the previous stage's output.
+    ``out`` is ``[B, H/s, W/s, C_out]``. ``bn1``, ``[B, H, W, C_in]``, is the
+    block's first BatchNorm output before its ReLU: the pre-activation view
+    of the previous stage's output.
     """
     normed = layers.batch_norm(train=train, dtype=self.dtype, name='bn1')(x)
     activated = nn.relu(normed)

@@ -77,7 +77,7 @@ def _apply(model, variables, x, **kwargs):
 
 @pytest.fixture(scope='module')
 def resnet8():
-  """(model, variables, x) for resnet8 with 10 classes on a [4,32,32,3] batch."""
+  """(model, variables, x): resnet8, 10 classes, [4, 32, 32, 3] batch."""
   model = registry.get('models', 'resnet8')(num_classes=10)
   x = 0.5 + jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
   return model, _init(model, x), x

@@ -1,0 +1,89 @@
+"""Bad input: one clear error before compiling, and no workdir left behind."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from distill_jax import checkpoint
+from distill_jax import data
+from distill_jax import train
+
+
+@pytest.fixture(scope='module')
+def teacher_dir(data_dir, small_config, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('runs') / 'teacher')
+  train.run(small_config(data_dir, **{'train.num_steps': 2}), workdir)
+  return workdir
+
+
+CASES = {
+    'unknown model': ({'student.model': 'mlpx'}, ValueError,
+                      "Unknown name 'mlpx'.*Registered models: .*mlp"),
+    'unknown method': ({'method.name': 'kdd'}, ValueError,
+                       "Unknown name 'kdd'.*Registered methods: ce"),
+    'unknown data set': ({'data.name': 'mnist2'}, ValueError,
+                         "Unknown name 'mnist2'.*Registered datasets: .*digits"),
+    'config key typo': ({'optim.lerning_rate': 0.1}, ValueError,
+                        "optim.lerning_rate \\(did you mean 'optim.learning_rate'\\?\\)"),
+    'model kwarg typo': ({'student.kwargs.hiden_sizes': (8,)}, ValueError,
+                         "model 'mlp' does not accept the arguments.*hiden_sizes"),
+    'batch not divisible by devices': ({'train.batch_size': 12}, ValueError,
+                                       'train.batch_size=12 is not divisible by the 8 batch shards'),
+    'method needs a teacher': ({'method.name': 'kd'}, ValueError,
+                               "Method 'kd' needs a teacher: set config.teacher.workdir"),
+    'bad hyper-parameter': ({'method.name': 'kd', 'method.temperature': 0.0}, ValueError,
+                            'kd.temperature must be > 0'),
+    'missing data set': ({'data.name': 'cifar10'}, FileNotFoundError, 'cifar10'),
+    'teacher run missing': ({'method.name': 'kd', 'teacher.workdir': '/nonexistent/teacher'},
+                            FileNotFoundError, "No config.json in '/nonexistent/teacher'"),
+}
+
+
+@pytest.mark.parametrize('overrides, error, message', CASES.values(), ids=CASES.keys())
+def test_bad_config_fails_before_the_workdir(overrides, error, message, data_dir,
+                                             small_config, tmp_path):
+  workdir = tmp_path / 'run'
+  with pytest.raises(error, match=message):
+    train.run(small_config(data_dir, **overrides), str(workdir))
+  assert not workdir.exists()
+
+
+def test_missing_data_set_names_the_data_dir(data_dir, small_config, tmp_path):
+  with pytest.raises(data.DatasetUnavailableError) as error:
+    train.run(small_config(data_dir, **{'data.name': 'cifar100'}), str(tmp_path / 'run'))
+  assert data_dir in str(error.value)
+
+
+def test_missing_workdir_parent(data_dir, small_config, tmp_path):
+  workdir = tmp_path / 'no' / 'such' / 'run'
+  with pytest.raises(FileNotFoundError, match="parent folder .* does not exist"):
+    train.run(small_config(data_dir), str(workdir))
+  assert not workdir.parent.exists()
+
+
+def test_teacher_model_differing_from_its_run(teacher_dir, data_dir, small_config, tmp_path):
+  config = small_config(data_dir, **{'method.name': 'kd', 'teacher.workdir': teacher_dir,
+                                     'teacher.model': 'mlp'})
+  config.teacher.kwargs.hidden_sizes = (16,)
+  with pytest.raises(ValueError, match="asks for model 'mlp'.*trained 'mlp'"):
+    train.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_teacher_checkpoint_of_another_shape(teacher_dir):
+  abstract = {'params': {
+      'Dense_0': {'kernel': jax.ShapeDtypeStruct((64, 16), np.float32),
+                  'bias': jax.ShapeDtypeStruct((16,), np.float32)},
+      'Dense_1': {'kernel': jax.ShapeDtypeStruct((16, 10), np.float32),
+                  'bias': jax.ShapeDtypeStruct((10,), np.float32)}}}
+  with pytest.raises(ValueError, match='does not fit the teacher model') as error:
+    checkpoint.load_teacher(teacher_dir, abstract, "'mlp' {hidden_sizes: (16,)}")
+  assert 'checkpoint (' in str(error.value) or 'missing from the checkpoint' in str(error.value)
+
+
+def test_teacher_workdir_without_checkpoint(tmp_path):
+  os.makedirs(tmp_path / 'empty')
+  with pytest.raises(FileNotFoundError, match='No teacher checkpoint'):
+    checkpoint.load_teacher(str(tmp_path / 'empty'), {'params': {}}, 'x')

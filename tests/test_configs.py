@@ -1,0 +1,39 @@
+"""Every config in configs/ runs for 2 steps (``runlocal``) on 8 simulated devices."""
+
+import glob
+import json
+import os
+
+import pytest
+
+from distill_jax import config_args
+from distill_jax import train
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', 'configs')
+CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True))
+
+
+def _module_attribute(path, name):
+  namespace = {}
+  exec(compile(open(path).read(), path, 'exec'), namespace)  # pylint: disable=exec-used
+  return namespace.get(name)
+
+
+def test_there_are_configs():
+  assert CONFIG_FILES
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: os.path.relpath(p, CONFIG_DIR))
+def test_config_runs_locally(path, data_dir, tmp_path):
+  smoke_args = _module_attribute(path, 'SMOKE_TEST_ARGS')
+  assert smoke_args, f'{path} must define SMOKE_TEST_ARGS (the runlocal runs to smoke-test).'
+  workdirs = {}
+  for i, arg in enumerate(smoke_args):
+    config = config_args.load_config_file(path, arg.format(**workdirs) + ',runlocal')
+    config.data.data_dir = data_dir
+    workdir = str(tmp_path / f'run{i}')
+    train.run(config, workdir)
+    workdirs[f'run{i}'] = workdir
+    results = json.load(open(os.path.join(workdir, 'results.json')))
+    assert results['steps'] == 2
+    assert results['test']['examples'] > 0
