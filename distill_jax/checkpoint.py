@@ -103,7 +103,7 @@ def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
   """
   directory = os.path.join(os.path.abspath(teacher_workdir), CHECKPOINT_DIR)
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True),
+      directory, options=ocp.CheckpointManagerOptions(create=False),
       item_handlers=ocp.PyTreeCheckpointHandler()) if os.path.isdir(directory) else None
   step = manager.latest_step() if manager else None
   if step is None:

@@ -4,7 +4,7 @@
   python -m experiments.hinton_mnist --full       # the full-length run
 
 Trains the three runs of ``configs/mnist/hinton.py`` in ``--workdir`` (a rerun
-resumes or reuses finished runs), then writes ``results/hinton_mnist_<mode>.json``,
+reuses finished runs of the same config and resumes interrupted ones), then writes ``results/hinton_mnist_<mode>.json``,
 a markdown table with the paper's numbers beside ours (``.md``, also printed)
 and a plot of the three test-error curves (``.png``).
 """
@@ -31,7 +31,7 @@ PAPER_ERRORS = {'teacher': 67, 'scratch': 146, 'distill': 74}
 LABELS = {
     'teacher': 'teacher 784-1200-1200-10, dropout + 2px jitter',
     'scratch': 'student 784-800-800-10 from scratch',
-    'distill': 'student 784-800-800-10 distilled (T=20)',
+    'distill': 'student 784-800-800-10 distilled (T=20, alpha=0.5)',
 }
 
 
@@ -45,9 +45,21 @@ def _run_all(root: str, epochs: int) -> dict[str, dict]:
     if role != 'teacher':
       arg += f',teacher_workdir={teacher_dir}'
     print(f'=== {role}: {LABELS[role]}', flush=True)
-    results[role] = train.run(config_args.load_config_file(CONFIG, arg),
-                              os.path.join(root, role))
+    results[role] = _finished_or_run(config_args.load_config_file(CONFIG, arg),
+                                     os.path.join(root, role))
   return results
+
+
+def _finished_or_run(config, workdir: str) -> dict:
+  """The results of a finished run of exactly this config in ``workdir``, else ``train.run``."""
+  results_path = os.path.join(workdir, train.RESULTS_FILE)
+  if os.path.exists(results_path):
+    with open(os.path.join(workdir, 'config.json')) as f:
+      if json.load(f) == json.loads(config.to_json_best_effort()):
+        print(f'Reusing the finished run in {workdir}.', flush=True)
+        with open(results_path) as f:
+          return json.load(f)
+  return train.run(config, workdir)
 
 
 def _table(results: dict[str, dict], epochs: int) -> str:
