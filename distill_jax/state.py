@@ -25,6 +25,10 @@ class DistillState:
     model_state: the student's other collections (``{'batch_stats': ...}`` or ``{}``).
     aux_params: the method's learnable connectors (``{}`` if none).
     opt_state: optax state over ``{'student': params, 'aux': aux_params}``.
+    method_state: the method's non-trainable state, updated by the step
+      (``Method.init_state``; e.g. CRD's memory bank); ``{}`` if none. Like
+      ``aux_params`` it is checkpointed with the run and is not part of the
+      exported student.
     rng: uint32 ``[2]`` base key; step ``s`` uses ``fold_in(rng, s)``.
   """
   step: jax.Array
@@ -32,6 +36,7 @@ class DistillState:
   model_state: Any
   aux_params: Any
   opt_state: Any
+  method_state: Any
   rng: jax.Array
 
   @property
@@ -43,7 +48,8 @@ class DistillState:
 def init_boxed_state(rng: jax.Array, *, student: nn.Module, method: Method,
                      optimizer: optax.GradientTransformation,
                      sample_images: jax.Array,
-                     teacher_features: dict[str, Any] | None) -> DistillState:
+                     teacher_features: dict[str, Any] | None,
+                     num_train: int) -> DistillState:
   """A fresh state whose params keep their ``nn.LogicallyPartitioned`` boxes.
 
   Call it under ``jax.eval_shape`` to read the logical partitioning, and
@@ -58,8 +64,10 @@ def init_boxed_state(rng: jax.Array, *, student: nn.Module, method: Method,
     sample_images: float32 ``[b, H, W, C]``, any small b.
     teacher_features: the teacher's feature shapes (``jax.ShapeDtypeStruct``
       dict) or None.
+    num_train: examples in the training split (sizes per-example method
+      state such as a memory bank).
   """
-  init_rng, dropout_rng, aux_rng, state_rng = jax.random.split(rng, 4)
+  init_rng, dropout_rng, aux_rng, state_rng, method_rng = jax.random.split(rng, 5)
   variables = student.init({'params': init_rng, 'dropout': dropout_rng},
                            sample_images, train=False)
   variables = dict(variables)
@@ -68,7 +76,10 @@ def init_boxed_state(rng: jax.Array, *, student: nn.Module, method: Method,
       lambda v: student.apply(v, sample_images, train=False),
       nn.unbox({'params': params, **variables}))
   aux_params = method.init_aux(aux_rng, student_features, teacher_features)
+  method_state = method.init_state(method_rng, student_features, teacher_features,
+                                   num_train=num_train)
   opt_state = optimizer.init({'student': params, 'aux': aux_params})
   return DistillState(
       step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-      aux_params=aux_params, opt_state=opt_state, rng=state_rng)
+      aux_params=aux_params, opt_state=opt_state, method_state=method_state,
+      rng=state_rng)

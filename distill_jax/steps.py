@@ -48,8 +48,9 @@ def train_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
   Args:
     state: the student state (donated by the caller).
     teacher_variables: the frozen teacher's variables (``None`` without one).
-    batch: ``image`` uint8 ``[B, H, W, C]``, ``label`` int32 ``[B]`` (global
-      batch, sharded over the mesh's batch axes).
+    batch: ``image`` uint8 ``[B, H, W, C]``, ``label`` int32 ``[B]``,
+      ``index`` int32 ``[B]`` (positions in the split) (global batch, sharded
+      over the mesh's batch axes).
 
   Returns:
     The new state and scalar metrics (means over the global batch).
@@ -65,19 +66,21 @@ def train_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
     (logits, features), new_model_state = student.apply(
         {'params': trainable['student'], **state.model_state}, images, train=True,
         rngs={'dropout': dropout_rng}, mutable=list(state.model_state))
-    loss, metrics = method.loss((logits, features), teacher_out, model_batch,
-                                trainable['aux'], state.step)
+    loss, metrics, method_state = method.loss_with_state(
+        (logits, features), teacher_out, model_batch, trainable['aux'],
+        state.step, state.method_state)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return loss, (new_model_state, {**metrics, 'accuracy': accuracy})
+    return loss, (new_model_state, jax.lax.stop_gradient(method_state),
+                  {**metrics, 'accuracy': accuracy})
 
   trainable = {'student': state.params, 'aux': state.aux_params}
-  (loss, (model_state, metrics)), grads = jax.value_and_grad(
+  (loss, (model_state, method_state, metrics)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(trainable)
   updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
   trainable = optax.apply_updates(trainable, updates)
   new_state = state.replace(
       step=state.step + 1, params=trainable['student'], model_state=model_state,
-      aux_params=trainable['aux'], opt_state=opt_state)
+      aux_params=trainable['aux'], opt_state=opt_state, method_state=method_state)
   metrics = {**metrics, 'loss': loss, 'grad_norm': optax.tree.norm(grads),
              'learning_rate': schedule(state.step)}
   return new_state, metrics

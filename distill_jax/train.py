@@ -126,8 +126,12 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
   optimizer = optim.make_optimizer(config.optim, schedule)
   boxed_init = functools.partial(
       state_lib.init_boxed_state, student=student, method=method, optimizer=optimizer,
-      sample_images=sample, teacher_features=teacher_features)
-  boxed_state = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
+      sample_images=sample, teacher_features=teacher_features, num_train=num_train)
+  try:
+    boxed_state = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
+  except methods.MissingFeatureError as e:
+    model = config.student.model if e.role == 'student' else teacher_config.model
+    raise ValueError(f'config.{e.role}: model {model!r}: {e}') from e
   state_shardings = sharding.logical_shardings(boxed_state, mesh, rules)
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

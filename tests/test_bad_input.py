@@ -22,7 +22,7 @@ CASES = {
     'unknown model': ({'student.model': 'mlpx'}, ValueError,
                       "Unknown name 'mlpx'.*Registered models: .*mlp"),
     'unknown method': ({'method.name': 'kdd'}, ValueError,
-                       "Unknown name 'kdd'.*Registered methods: ce"),
+                       "Unknown name 'kdd'.*Registered methods: .*ce"),
     'unknown data set': ({'data.name': 'mnist2'}, ValueError,
                          "Unknown name 'mnist2'.*Registered datasets: .*digits"),
     'config key typo': ({'optim.lerning_rate': 0.1}, ValueError,

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from distill_jax import config_args
+from distill_jax.data import testing
 from distill_jax import train
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', 'configs')
@@ -27,6 +28,10 @@ def test_there_are_configs():
 def test_config_runs_locally(path, data_dir, tmp_path):
   smoke_args = _module_attribute(path, 'SMOKE_TEST_ARGS')
   assert smoke_args, f'{path} must define SMOKE_TEST_ARGS (the runlocal runs to smoke-test).'
+  # Data sets with no offline source (CIFAR) are written as synthetic tfds data.
+  for tfds_name, splits in (_module_attribute(path, 'FAKE_DATA') or {}).items():
+    testing.write_fake_tfds_data(tfds_name, str(tmp_path / 'fake_data'), splits)
+    data_dir = str(tmp_path / 'fake_data')
   workdirs = {}
   for i, arg in enumerate(smoke_args):
     config = config_args.load_config_file(path, arg.format(**workdirs) + ',runlocal')

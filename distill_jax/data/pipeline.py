@@ -126,9 +126,11 @@ def train_batches(
     process_count: number of processes (``jax.process_count()``).
 
   Yields:
-    ``{'image': uint8 [b, H, W, C], 'label': int32 [b]}`` with
-    ``b = global_batch_size // process_count``; global batch ``start_step``,
-    then ``start_step + 1``, ...
+    ``{'image': uint8 [b, H, W, C], 'label': int32 [b], 'index': int32 [b]}``
+    with ``b = global_batch_size // process_count``; ``index`` is each
+    example's position in the split (methods with a per-example memory, such
+    as CRD's bank, address it by this). Global batch ``start_step``, then
+    ``start_step + 1``, ...
 
   Raises:
     ValueError: bad batch size / process arguments, or a split smaller than
@@ -154,7 +156,8 @@ def train_batches(
   def batch(step: int) -> dict[str, np.ndarray]:
     epoch, position = divmod(step, steps_per_epoch)
     start = position * global_batch_size + offset
-    return examples.get(order(epoch)[start:start + local])
+    indices = order(epoch)[start:start + local]
+    return {**examples.get(indices), 'index': indices.astype(np.int32)}
 
   dataset = grain.MapDataset.range(start_step, _ENDLESS).map(batch)
   return _prefetched(dataset, examples.in_memory)

@@ -15,6 +15,27 @@ Logit kernels (``logits.py``), shapes ``[..., V] -> [...]``:
   ``beta (1 - beta)``; forward KL at ``beta=0``, reverse KL at ``beta=1``.
 * ``total_variation`` (``'total_variation'``): ``T * TV(p_t, p_s)``.
 * ``soft_cross_entropy`` (``'soft_cross_entropy'``): ``-T**2 sum p_t log p_s``.
+
+Large-vocabulary kernels (``large_vocab.py``), from hidden states ``[..., D]``
+and heads ``[D, V]`` without materializing ``[N, V]`` logits (chunked
+custom_vjp; vocabulary-sharded with ``vocab_sharded``; Pallas on GPU/TPU):
+``fused_linear_kl``, ``fused_linear_reverse_kl``,
+``fused_linear_generalized_jsd``, ``fused_linear_cross_entropy``.
+
+Sparse targets (``sparse_targets.py``): ``sparse_kl_divergence``
+(``'sparse_kl'``), KL against a top-k / sampled-k teacher-logit cache.
+
+Feature kernels (``features.py``), NHWC maps ``[B, H, W, C]`` -> ``[B]``:
+``hint_mse``, ``attention_transfer``, ``neuron_selectivity_mmd``,
+``factor_transfer``, ``fsp_distance``, ``activation_boundary``,
+``variational_information`` (and ``match_spatial``, ``attention_map``,
+``fsp_matrix``).
+
+Relation kernels (``relations.py``), batch structure -> one row per example:
+``similarity_preserving``, ``rkd_distance``, ``rkd_angle``,
+``probabilistic_knowledge_transfer``, ``correlation_congruence``,
+``inter_class_relation`` / ``intra_class_relation`` (DIST), ``nce_contrast``
+(CRD).
 """
 
 from distill_jax.losses.logits import generalized_jsd
@@ -22,11 +43,60 @@ from distill_jax.losses.logits import kl_divergence
 from distill_jax.losses.logits import reverse_kl
 from distill_jax.losses.logits import soft_cross_entropy
 from distill_jax.losses.logits import total_variation
+from distill_jax.losses.large_vocab import fused_linear_cross_entropy
+from distill_jax.losses.large_vocab import fused_linear_generalized_jsd
+from distill_jax.losses.large_vocab import fused_linear_kl
+from distill_jax.losses.large_vocab import fused_linear_reverse_kl
+from distill_jax.losses.large_vocab import vocab_sharded
+from distill_jax.losses.sparse_targets import sparse_kl_divergence
+from distill_jax.losses.features import activation_boundary
+from distill_jax.losses.features import attention_map
+from distill_jax.losses.features import attention_transfer
+from distill_jax.losses.features import factor_transfer
+from distill_jax.losses.features import fsp_distance
+from distill_jax.losses.features import fsp_matrix
+from distill_jax.losses.features import hint_mse
+from distill_jax.losses.features import l2_normalize
+from distill_jax.losses.features import match_spatial
+from distill_jax.losses.features import neuron_selectivity_mmd
+from distill_jax.losses.features import variational_information
+from distill_jax.losses.relations import correlation_congruence
+from distill_jax.losses.relations import inter_class_relation
+from distill_jax.losses.relations import intra_class_relation
+from distill_jax.losses.relations import nce_contrast
+from distill_jax.losses.relations import probabilistic_knowledge_transfer
+from distill_jax.losses.relations import rkd_angle
+from distill_jax.losses.relations import rkd_distance
+from distill_jax.losses.relations import similarity_preserving
 
 __all__ = [
+    'activation_boundary',
+    'attention_map',
+    'attention_transfer',
+    'correlation_congruence',
+    'factor_transfer',
+    'fsp_distance',
+    'fsp_matrix',
+    'hint_mse',
+    'inter_class_relation',
+    'intra_class_relation',
+    'l2_normalize',
+    'match_spatial',
+    'nce_contrast',
+    'neuron_selectivity_mmd',
+    'probabilistic_knowledge_transfer',
+    'rkd_angle',
+    'rkd_distance',
+    'similarity_preserving',
+    'variational_information',
+    'fused_linear_cross_entropy',
+    'fused_linear_generalized_jsd',
+    'fused_linear_kl',
+    'fused_linear_reverse_kl',
     'generalized_jsd',
     'kl_divergence',
     'reverse_kl',
     'soft_cross_entropy',
+    'sparse_kl_divergence',
     'total_variation',
 ]

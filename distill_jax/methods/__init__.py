@@ -4,10 +4,43 @@ A method is a frozen dataclass of hyper-parameters with
 ``init_aux(rng, student_features, teacher_features) -> aux params`` and
 ``loss(student_out, teacher_out, batch, aux, step) -> (scalar, metrics)``
 (see ``base.Method``). ``from_config`` builds one from ``config.method``.
+
+Logit: ``kd``, ``dkd``, ``dist`` (and ``ce``, no teacher). Feature:
+``fitnet``, ``at``, ``nst``, ``ft``, ``ab``, ``fsp``, ``vid``. Relation:
+``rkd``, ``sp``, ``cc``, ``pkt``, ``crd``. The feature and relation methods
+share ``common.Distiller`` (RepDistiller's ``CE + KD + weight * term``) and
+``common.select`` (features by name or group); their connectors are in
+``connectors``. Language models (token level, ``llm.objectives``):
+``token_ce`` (no teacher), ``token_kl``, ``token_reverse_kl``, ``token_jsd``,
+``token_tv``, ``token_skew_kl``, ``token_hidden``.
 """
 
+from distill_jax.methods import ab
+from distill_jax.methods import at
+from distill_jax.methods import cc
 from distill_jax.methods import ce
+from distill_jax.methods import crd
+from distill_jax.methods import dist
+from distill_jax.methods import dkd
+from distill_jax.methods import fitnet
+from distill_jax.methods import fsp
+from distill_jax.methods import ft
 from distill_jax.methods import kd
-from distill_jax.methods.base import Method, from_config
+from distill_jax.methods import nst
+from distill_jax.methods import pkt
+from distill_jax.methods import rkd
+from distill_jax.methods import sp
+from distill_jax.methods import token_ce
+from distill_jax.methods import token_hidden
+from distill_jax.methods import token_jsd
+from distill_jax.methods import token_kl
+from distill_jax.methods import token_reverse_kl
+from distill_jax.methods import token_skew_kl
+from distill_jax.methods import token_tv
+from distill_jax.methods import vid
+from distill_jax.methods.base import Method, MissingFeatureError, from_config
 
-__all__ = ['Method', 'from_config', 'ce', 'kd']
+__all__ = ['Method', 'MissingFeatureError', 'from_config', 'ab', 'at', 'cc', 'ce',
+           'crd', 'dist', 'dkd', 'fitnet', 'fsp', 'ft', 'kd', 'nst', 'pkt', 'rkd',
+           'sp', 'token_ce', 'token_hidden', 'token_jsd', 'token_kl', 'token_reverse_kl',
+           'token_skew_kl', 'token_tv', 'vid']

@@ -6,6 +6,16 @@ features dict)``; ``teacher_out`` is None for methods with
 augmented ``image`` the models saw. ``aux`` holds the method's learnable
 connector params (``{}`` when it has none); they are optimised with the
 student and are not part of the exported student.
+
+A method with non-trainable state that the step updates (CRD's memory bank)
+overrides ``init_state`` and ``loss_with_state`` instead of ``loss``; the
+state lives in ``DistillState.method_state`` (sharded and checkpointed with
+the run, never differentiated). Train batches carry ``index`` int32 ``[B]``,
+each example's position in the training split, for per-example state.
+
+Two-stage recipes (FitNet's hint stage, FT's paraphraser pre-training, AB's
+and FSP's initialisation) are expressed inside ``loss`` as a function of
+``step`` (``stage_one(step, init_steps)``), so the trainer stays one loop.
 """
 
 import dataclasses
@@ -31,10 +41,43 @@ class Method:
     del rng, student_features, teacher_features
     return {}
 
+  def init_state(self, rng: Array, student_features: dict[str, Any],
+                 teacher_features: dict[str, Any] | None, *,
+                 num_train: int) -> Any:
+    """Non-trainable state updated by the step (``{}``: stateless).
+
+    ``num_train`` is the number of examples in the training split.
+    """
+    del rng, student_features, teacher_features, num_train
+    return {}
+
   def loss(self, student_out: ModelOutput, teacher_out: ModelOutput | None,
            batch: dict[str, Array], aux: Any,
            step: Array) -> tuple[Array, dict[str, Array]]:
     raise NotImplementedError
+
+  def loss_with_state(self, student_out: ModelOutput,
+                      teacher_out: ModelOutput | None, batch: dict[str, Array],
+                      aux: Any, step: Array, state: Any
+                      ) -> tuple[Array, dict[str, Array], Any]:
+    """``(loss, metrics, new_state)``; what the train step calls.
+
+    Stateless methods keep the default (``loss`` and the state unchanged).
+    """
+    loss, metrics = self.loss(student_out, teacher_out, batch, aux, step)
+    return loss, metrics, state
+
+
+class MissingFeatureError(ValueError):
+  """A method asked for a feature the model does not return.
+
+  Attributes:
+    role: ``'student'`` or ``'teacher'``.
+  """
+
+  def __init__(self, message: str, role: str):
+    super().__init__(message)
+    self.role = role
 
 
 def from_config(method_config: ml_collections.ConfigDict) -> Method:
@@ -54,11 +97,14 @@ def from_config(method_config: ml_collections.ConfigDict) -> Method:
 
 
 def check_number(name: str, value: Any, *, positive: bool = False,
-                 unit_interval: bool = False) -> None:
+                 unit_interval: bool = False,
+                 non_negative: bool = False) -> None:
   """Raises a ValueError unless ``value`` is a real number in range."""
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ValueError(f'{name} must be a number, got {value!r}.')
   if positive and value <= 0:
     raise ValueError(f'{name} must be > 0, got {value}.')
+  if non_negative and value < 0:
+    raise ValueError(f'{name} must be >= 0, got {value}.')
   if unit_interval and not 0.0 <= value <= 1.0:
     raise ValueError(f'{name} must be in [0, 1], got {value}.')

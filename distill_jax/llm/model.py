@@ -1,0 +1,353 @@
+"""A Llama-family decoder in Flax Linen (Llama 2/3, SmolLM, Qwen2-style without biases).
+
+RMSNorm, rotary position embeddings (HF's rotate-half convention, configurable
+theta), grouped-query attention, SwiGLU MLP, tied or untied embeddings, a
+causal mask combined with a padding mask, and a KV cache for generation.
+
+Every parameter carries logical axis names (DESIGN rule 3), so the scale
+rules of ``config.sharding.rules`` apply unchanged:
+
+==============================  =====================================
+parameter                       logical axes
+==============================  =====================================
+``embed/embedding`` ``[V, D]``  ``('vocab', 'embed')``
+``attn/q`` ``[D, H, Dh]``       ``('embed', 'heads', 'head_dim')``
+``attn/k``, ``attn/v``          ``('embed', 'kv_heads', 'head_dim')``
+``attn/o`` ``[H, Dh, D]``       ``('heads', 'head_dim', 'embed')``
+``attn/{q,k,v}_bias`` (Qwen2)   ``('heads' | 'kv_heads', 'head_dim')``
+``mlp/gate``, ``mlp/up``        ``('embed', 'mlp')``
+``mlp/down`` ``[F, D]``         ``('mlp', 'embed')``
+norm ``scale`` ``[D]``          ``('embed',)``
+``lm_head`` ``[D, V]``          ``('embed', 'vocab')`` (untied only)
+==============================  =====================================
+
+The model returns ``(logits [B, T, V] float32, features)`` (DESIGN rule 5) with
+features ``embed`` (token embeddings), ``hidden_<i>`` (output of block ``i``,
+``[B, T, D]``), ``pre_logits`` (after the final norm) and, when asked for,
+``attn_<i>`` (attention probabilities ``[B, H, T, S]``).
+
+Generation keeps a KV cache (``init_cache``): a pytree with the keys and values
+of every layer ``[B, S, H_kv, Dh]``, the validity of each cache slot ``[B, S]``
+and the next write slot. ``Llama.decode`` writes the new tokens' keys and
+values at that slot and attends over all valid slots up to each query's own.
+Batched prompts are left-padded; positions count real tokens only, so a
+padded row gets the same RoPE phases as the same prompt unpadded.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+Cache = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+  """Architecture of a Llama-family decoder.
+
+  Attributes:
+    vocab_size: ``V``.
+    hidden_size: ``D``.
+    intermediate_size: ``F``, the SwiGLU width.
+    num_layers: ``L`` decoder blocks.
+    num_heads: ``H`` query heads.
+    num_kv_heads: key/value heads; ``H`` must be a multiple (GQA).
+    head_dim: ``Dh``; defaults to ``D // H``.
+    rope_theta: RoPE base frequency.
+    rms_norm_eps: RMSNorm epsilon.
+    tie_embeddings: the output projection is the embedding matrix.
+    attention_bias: q/k/v projections have biases (Qwen2).
+    max_seq_len: the context length (prompt + generated tokens).
+  """
+  vocab_size: int
+  hidden_size: int
+  intermediate_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int = 0
+  rope_theta: float = 10000.0
+  rms_norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  attention_bias: bool = False
+  max_seq_len: int = 2048
+
+  def __post_init__(self):
+    if not self.head_dim:
+      object.__setattr__(self, 'head_dim', self.hidden_size // self.num_heads)
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+          f'LlamaConfig: num_heads={self.num_heads} must be a multiple of '
+          f'num_kv_heads={self.num_kv_heads}.')
+    if self.head_dim % 2:
+      raise ValueError(f'LlamaConfig: head_dim={self.head_dim} must be even (RoPE).')
+
+  def num_params(self) -> int:
+    """Parameter count (embeddings counted once when tied)."""
+    d, f, h, kv, dh = (self.hidden_size, self.intermediate_size, self.num_heads,
+                       self.num_kv_heads, self.head_dim)
+    block = d * dh * (2 * h + 2 * kv) + 3 * d * f + 2 * d
+    head = 0 if self.tie_embeddings else d * self.vocab_size
+    if self.attention_bias:
+      block += dh * (h + 2 * kv)
+    return self.vocab_size * d + self.num_layers * block + d + head
+
+
+_init = nn.initializers.normal(0.02)
+
+
+def _param(module: nn.Module, name: str, shape: tuple[int, ...],
+           axes: tuple[str | None, ...], init=_init) -> Array:
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape,
+                      module.param_dtype)
+
+
+class RMSNorm(nn.Module):
+  """``x / rms(x) * scale`` over the last axis, computed in float32."""
+  eps: float
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = _param(self, 'scale', (x.shape[-1],), ('embed',), nn.initializers.ones)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (x32 * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+  """``cos``, ``sin`` ``[B, T, Dh]`` for int ``positions`` ``[B, T]`` (HF layout)."""
+  inv_freq = 1.0 / theta**(jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq
+  angles = jnp.concatenate([angles, angles], axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+  """Rotate-half RoPE of ``x`` ``[B, T, heads, Dh]`` with tables ``[B, T, Dh]``."""
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+  return (x.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Grouped-query self-attention with RoPE and an optional KV cache."""
+  config: LlamaConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, cos: Array, sin: Array, allowed: Array,
+               kv_cache: dict[str, Array] | None, index: Array | None
+               ) -> tuple[Array, Array, dict[str, Array] | None]:
+    """``x`` ``[B, T, D]``; ``allowed`` bool ``[B, T, S]`` (query may see key).
+
+    Without a cache the keys are this call's ``T`` tokens (``S = T``); with
+    one, this call's keys and values are written at slot ``index`` of the
+    cache's ``[B, S, H_kv, Dh]`` arrays first.
+
+    Returns the output ``[B, T, D]``, the attention probabilities
+    ``[B, H, T, S]`` (float32) and the updated cache (or None).
+    """
+    c = self.config
+    d, h, kv, dh = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+    wq = _param(self, 'q', (d, h, dh), ('embed', 'heads', 'head_dim'))
+    wk = _param(self, 'k', (d, kv, dh), ('embed', 'kv_heads', 'head_dim'))
+    wv = _param(self, 'v', (d, kv, dh), ('embed', 'kv_heads', 'head_dim'))
+    wo = _param(self, 'o', (h, dh, d), ('heads', 'head_dim', 'embed'))
+    x = x.astype(self.dtype)
+    q = jnp.einsum('btd,dhk->bthk', x, wq.astype(self.dtype))
+    k = jnp.einsum('btd,dhk->bthk', x, wk.astype(self.dtype))
+    v = jnp.einsum('btd,dhk->bthk', x, wv.astype(self.dtype))
+    if c.attention_bias:
+      zeros = nn.initializers.zeros
+      q = q + _param(self, 'q_bias', (h, dh), ('heads', 'head_dim'), zeros).astype(self.dtype)
+      k = k + _param(self, 'k_bias', (kv, dh), ('kv_heads', 'head_dim'), zeros).astype(self.dtype)
+      v = v + _param(self, 'v_bias', (kv, dh), ('kv_heads', 'head_dim'), zeros).astype(self.dtype)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    new_cache = None
+    if kv_cache is not None:
+      start = (0, index, 0, 0)
+      k = jax.lax.dynamic_update_slice(kv_cache['k'], k.astype(kv_cache['k'].dtype), start)
+      v = jax.lax.dynamic_update_slice(kv_cache['v'], v.astype(kv_cache['v'].dtype), start)
+      new_cache = {'k': k, 'v': v}
+      k, v = k.astype(self.dtype), v.astype(self.dtype)
+    b, t = q.shape[:2]
+    q = q.reshape(b, t, kv, h // kv, dh)
+    scores = jnp.einsum('btkgd,bskd->bkgts', q, k,
+                        preferred_element_type=jnp.float32) / math.sqrt(dh)
+    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    out = jnp.einsum('bkgts,bskd->btkgd', probs.astype(self.dtype), v)
+    out = jnp.einsum('bthk,hkd->btd', out.reshape(b, t, h, dh), wo.astype(self.dtype))
+    return out, probs.reshape(b, h, t, -1), new_cache
+
+
+class SwiGLU(nn.Module):
+  """``down(silu(gate(x)) * up(x))``, ``[B, T, D] -> [B, T, D]``."""
+  config: LlamaConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    d, f = self.config.hidden_size, self.config.intermediate_size
+    gate = _param(self, 'gate', (d, f), ('embed', 'mlp')).astype(self.dtype)
+    up = _param(self, 'up', (d, f), ('embed', 'mlp')).astype(self.dtype)
+    down = _param(self, 'down', (f, d), ('mlp', 'embed')).astype(self.dtype)
+    x = x.astype(self.dtype)
+    return (jax.nn.silu(x @ gate) * (x @ up)) @ down
+
+
+class Block(nn.Module):
+  """Pre-norm decoder block: ``x + attn(norm(x))``, then ``+ mlp(norm(.))``."""
+  config: LlamaConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cos, sin, allowed, kv_cache, index):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    eps = self.config.rms_norm_eps
+    attn_out, probs, kv_cache = Attention(self.config, name='attn', **kw)(
+        RMSNorm(eps, name='attn_norm', **kw)(x), cos, sin, allowed, kv_cache, index)
+    x = x + attn_out
+    x = x + SwiGLU(self.config, name='mlp', **kw)(RMSNorm(eps, name='mlp_norm', **kw)(x))
+    return x, probs, kv_cache
+
+
+def init_cache(config: LlamaConfig, batch_size: int, length: int,
+               dtype: Dtype = jnp.float32) -> Cache:
+  """An empty KV cache of ``length`` slots for ``batch_size`` rows.
+
+  Returns ``{'index': int32 [], 'mask': bool [B, S], 'layers': [{'k', 'v'}
+  [B, S, H_kv, Dh]] * L}``; ``index`` is the next slot to write.
+  """
+  shape = (batch_size, length, config.num_kv_heads, config.head_dim)
+  return {
+      'index': jnp.zeros((), jnp.int32),
+      'mask': jnp.zeros((batch_size, length), jnp.bool_),
+      'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+                 for _ in range(config.num_layers)],
+  }
+
+
+def default_positions(token_mask: Array) -> Array:
+  """Positions ``[B, T]`` that count real tokens only (left padding gets 0)."""
+  return jnp.maximum(jnp.cumsum(token_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+class Llama(nn.Module):
+  """The decoder. ``apply(v, tokens)`` -> ``(logits [B, T, V], features)``.
+
+  Attributes:
+    config: the architecture.
+    dtype: compute dtype (norms, softmax and logits stay float32).
+    param_dtype: parameter dtype.
+  """
+  config: LlamaConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    self.embed = nn.Embed(
+        c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+        embedding_init=nn.with_logical_partitioning(_init, ('vocab', 'embed')))
+    self.layers = [Block(c, name=f'layers_{i}', **kw) for i in range(c.num_layers)]
+    self.final_norm = RMSNorm(c.rms_norm_eps, **kw)
+    if not c.tie_embeddings:
+      self.lm_head = self.param(
+          'lm_head', nn.with_logical_partitioning(_init, ('embed', 'vocab')),
+          (c.hidden_size, c.vocab_size), self.param_dtype)
+
+  def _check_tokens(self, tokens: Array) -> None:
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f'Llama expects int token ids [B, T]; got {tokens.dtype} '
+                       f'{tuple(tokens.shape)}.')
+
+  def _forward(self, tokens, positions, allowed, cache, return_attention):
+    c = self.config
+    x = self.embed(tokens)
+    features = {'embed': x}
+    cos, sin = rope_tables(positions, c.head_dim, c.rope_theta)
+    new_layers = []
+    for i, layer in enumerate(self.layers):
+      kv_cache = None if cache is None else cache['layers'][i]
+      index = None if cache is None else cache['index']
+      x, probs, kv_cache = layer(x, cos, sin, allowed, kv_cache, index)
+      new_layers.append(kv_cache)
+      features[f'hidden_{i}'] = x
+      if return_attention:
+        features[f'attn_{i}'] = probs
+    x = self.final_norm(x)
+    features['pre_logits'] = x
+    if c.tie_embeddings:
+      logits = self.embed.attend(x)
+    else:
+      logits = jnp.einsum('btd,dv->btv', x, self.lm_head.astype(self.dtype))
+    return logits.astype(jnp.float32), features, new_layers
+
+  def __call__(self, tokens: Array, *, token_mask: Array | None = None,
+               positions: Array | None = None, return_attention: bool = False,
+               train: bool = False) -> tuple[Array, dict[str, Array]]:
+    """Full-sequence forward pass (training, scoring).
+
+    Args:
+      tokens: int ``[B, T]``.
+      token_mask: bool ``[B, T]``, False at padding (default: all True);
+        padded keys are never attended to.
+      positions: int ``[B, T]``; default counts the real tokens.
+      return_attention: add ``attn_<i>`` ``[B, H, T, T]`` to the features.
+      train: unused (no dropout); accepted for the trainer's interface.
+
+    Returns:
+      ``(logits [B, T, V] float32, features)``.
+    """
+    del train
+    self._check_tokens(tokens)
+    t = tokens.shape[1]
+    if t > self.config.max_seq_len:
+      raise ValueError(f'Llama: sequence of {t} tokens is longer than the context '
+                       f'max_seq_len={self.config.max_seq_len}.')
+    if token_mask is None:
+      token_mask = jnp.ones(tokens.shape, jnp.bool_)
+    if positions is None:
+      positions = default_positions(token_mask)
+    causal = jnp.tril(jnp.ones((t, t), jnp.bool_))
+    allowed = causal[None] & token_mask[:, None, :]
+    logits, features, _ = self._forward(tokens, positions, allowed, None, return_attention)
+    return logits, features
+
+  def decode(self, tokens: Array, cache: Cache, *, token_mask: Array | None = None,
+             positions: Array) -> tuple[Array, Cache]:
+    """Runs ``T`` new tokens against ``cache`` (prefill ``T = P`` or one step).
+
+    Args:
+      tokens: int ``[B, T]``, written at cache slots ``index .. index + T - 1``.
+      cache: from ``init_cache`` or a previous ``decode``.
+      token_mask: bool ``[B, T]``, False at (left) padding.
+      positions: int ``[B, T]`` RoPE positions.
+
+    Returns:
+      ``(logits [B, T, V] float32, updated cache)``.
+    """
+    self._check_tokens(tokens)
+    if token_mask is None:
+      token_mask = jnp.ones(tokens.shape, jnp.bool_)
+    index = cache['index']
+    t, s = tokens.shape[1], cache['mask'].shape[1]
+    mask = jax.lax.dynamic_update_slice(cache['mask'], token_mask, (0, index))
+    q_slot = index + jnp.arange(t)
+    causal = jnp.arange(s)[None, :] <= q_slot[:, None]
+    allowed = causal[None] & mask[:, None, :]
+    logits, _, layers = self._forward(tokens, positions, allowed, cache, False)
+    return logits, {'index': index + t, 'mask': mask, 'layers': layers}

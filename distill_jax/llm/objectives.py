@@ -1,0 +1,80 @@
+"""Shared pieces of the token-level distillation methods (``methods/token_*.py``).
+
+Language-model batches carry, aligned with the model's logits ``[B, T, V]``:
+``targets`` int32 ``[B, T]`` (the next token at each position) and
+``loss_mask`` float32 ``[B, T]`` (1 on the response tokens that are
+distilled, 0 on prompt and padding). Every token-level loss is a masked mean
+over those tokens of a per-token divergence ``[B, T]``, optionally mixed with
+the next-token cross-entropy on ``targets``::
+
+    loss = ce_weight * CE + (1 - ce_weight) * divergence
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from distill_jax.methods import base
+
+Array = jax.Array
+
+
+def masked_mean(values: Array, mask: Array) -> Array:
+  """Mean of ``values`` ``[B, T]`` over the tokens where ``mask`` ``[B, T]`` is 1."""
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def check_vocabularies(student_logits: Array, teacher_logits: Array) -> None:
+  """Teacher and student must share the vocabulary; no silent truncation."""
+  vs, vt = student_logits.shape[-1], teacher_logits.shape[-1]
+  if vs != vt:
+    raise ValueError(
+        f'Token-level distillation needs one vocabulary: the student has {vs} '
+        f'tokens and the teacher {vt}. Use a student built on the teacher\'s '
+        'tokenizer (same vocab_size), or sequence-level distillation, which only '
+        'needs the teacher\'s text.')
+  if student_logits.shape != teacher_logits.shape:
+    raise ValueError(f'Student logits {student_logits.shape} and teacher logits '
+                     f'{teacher_logits.shape} must have the same [B, T, V] shape.')
+
+
+def next_token_ce(logits: Array, batch: dict[str, Array]) -> Array:
+  """Masked mean next-token cross-entropy of ``logits`` ``[B, T, V]`` (nats)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), batch['targets'])
+  return masked_mean(ce, batch['loss_mask'])
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenDivergence(base.Method):
+  """A per-token divergence between the two models' next-token distributions.
+
+  Subclasses implement ``divergence(student_logits, teacher_logits) ->
+  [B, T]``; this class masks, averages and mixes in the cross-entropy.
+
+  Attributes:
+    temperature: softmax temperature ``T > 0`` of both models.
+    ce_weight: weight of the next-token cross-entropy on ``targets``, in
+      ``[0, 1]``; the divergence gets ``1 - ce_weight``.
+  """
+  temperature: float = 1.0
+  ce_weight: float = 0.0
+
+  def __post_init__(self):
+    base.check_number(f'{type(self).__name__}.temperature', self.temperature, positive=True)
+    base.check_number(f'{type(self).__name__}.ce_weight', self.ce_weight, unit_interval=True)
+
+  def divergence(self, student_logits: Array, teacher_logits: Array) -> Array:
+    raise NotImplementedError
+
+  def loss(self, student_out, teacher_out, batch, aux, step):
+    del aux, step
+    student_logits, teacher_logits = student_out[0], teacher_out[0]
+    check_vocabularies(student_logits, teacher_logits)
+    div = masked_mean(self.divergence(student_logits, teacher_logits), batch['loss_mask'])
+    ce = next_token_ce(student_logits, batch)
+    total = self.ce_weight * ce + (1.0 - self.ce_weight) * div
+    return total, {'ce': ce, 'divergence': div}

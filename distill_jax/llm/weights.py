@@ -1,0 +1,310 @@
+"""Pretrained Llama-family weights -> ``Llama`` variables: GGUF and safetensors.
+
+Both readers yield the checkpoint's tensors one at a time under Hugging Face
+names, in Hugging Face layout (``[out, in]`` linear weights, HF rotate-half
+q/k rows); ``_build_params`` turns each into its Flax layout, casts it to the
+target dtype and places it (with its sharding, if given) before the next one is
+read, so the host never holds two full copies of the model.
+
+* **GGUF** (llama.cpp): tensors are dequantized with ``gguf.quants.dequantize``
+  (F32, F16, BF16, Q4_0, Q4_1, Q8_0; any other type is an error naming it).
+  llama.cpp's converter permuted the rows of ``attn_q``/``attn_k`` for its
+  interleaved RoPE; they are permuted back here for the rotate-half RoPE of
+  ``model.apply_rope``.
+* **safetensors**: a Hugging Face folder with ``config.json`` and
+  ``model.safetensors`` (or a sharded ``model.safetensors.index.json``), Llama,
+  Qwen2 (q/k/v biases) and SmolLM naming.
+"""
+
+import json
+import os
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distill_jax.llm.model import Llama, LlamaConfig
+
+Tensors = Iterator[tuple[str, Callable[[], Any]]]
+
+SUPPORTED_GGUF_TYPES = ('F32', 'F16', 'BF16', 'Q4_0', 'Q4_1', 'Q8_0')
+
+# HF suffix of a block's tensor -> (our path inside ``layers_<i>``, transform
+# from the HF layout given the config).
+_BLOCK = {
+    'self_attn.q_proj.weight': (('attn', 'q'), lambda w, c: w.T.reshape(
+        c.hidden_size, c.num_heads, c.head_dim)),
+    'self_attn.k_proj.weight': (('attn', 'k'), lambda w, c: w.T.reshape(
+        c.hidden_size, c.num_kv_heads, c.head_dim)),
+    'self_attn.v_proj.weight': (('attn', 'v'), lambda w, c: w.T.reshape(
+        c.hidden_size, c.num_kv_heads, c.head_dim)),
+    'self_attn.o_proj.weight': (('attn', 'o'), lambda w, c: w.T.reshape(
+        c.num_heads, c.head_dim, c.hidden_size)),
+    'self_attn.q_proj.bias': (('attn', 'q_bias'), lambda b, c: b.reshape(
+        c.num_heads, c.head_dim)),
+    'self_attn.k_proj.bias': (('attn', 'k_bias'), lambda b, c: b.reshape(
+        c.num_kv_heads, c.head_dim)),
+    'self_attn.v_proj.bias': (('attn', 'v_bias'), lambda b, c: b.reshape(
+        c.num_kv_heads, c.head_dim)),
+    'mlp.gate_proj.weight': (('mlp', 'gate'), lambda w, c: w.T),
+    'mlp.up_proj.weight': (('mlp', 'up'), lambda w, c: w.T),
+    'mlp.down_proj.weight': (('mlp', 'down'), lambda w, c: w.T),
+    'input_layernorm.weight': (('attn_norm', 'scale'), lambda w, c: w),
+    'post_attention_layernorm.weight': (('mlp_norm', 'scale'), lambda w, c: w),
+}
+_TOP = {
+    'model.embed_tokens.weight': (('embed', 'embedding'), lambda w, c: w),
+    'model.norm.weight': (('final_norm', 'scale'), lambda w, c: w),
+    'lm_head.weight': (('lm_head',), lambda w, c: w.T),
+}
+
+# GGUF tensor names (llama.cpp) -> HF names; ``{i}`` is the block index.
+_GGUF_NAMES = {
+    'token_embd.weight': 'model.embed_tokens.weight',
+    'output_norm.weight': 'model.norm.weight',
+    'output.weight': 'lm_head.weight',
+}
+_GGUF_BLOCK_NAMES = {
+    'attn_q': 'self_attn.q_proj', 'attn_k': 'self_attn.k_proj',
+    'attn_v': 'self_attn.v_proj', 'attn_output': 'self_attn.o_proj',
+    'ffn_gate': 'mlp.gate_proj', 'ffn_up': 'mlp.up_proj',
+    'ffn_down': 'mlp.down_proj', 'attn_norm': 'input_layernorm',
+    'ffn_norm': 'post_attention_layernorm',
+}
+
+
+def _target_path(name: str) -> tuple[str, ...] | None:
+  """Our parameter path for an HF tensor name, or None for unused tensors."""
+  if name in _TOP:
+    return _TOP[name][0]
+  parts = name.split('.', 3)
+  if len(parts) == 4 and parts[:2] == ['model', 'layers'] and parts[3] in _BLOCK:
+    return (f'layers_{parts[2]}', *_BLOCK[parts[3]][0])
+  return None
+
+
+def _transform(name: str) -> Callable[[Any, LlamaConfig], Any]:
+  if name in _TOP:
+    return _TOP[name][1]
+  return _BLOCK[name.split('.', 3)[3]][1]
+
+
+def abstract_params(config: LlamaConfig) -> Any:
+  """The model's boxed variables as shape structs (``jax.eval_shape`` of init)."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return jax.eval_shape(Llama(config).init, jax.random.PRNGKey(0), tokens)
+
+
+def param_shardings(config: LlamaConfig, mesh: jax.sharding.Mesh,
+                    rules) -> Any:
+  """NamedShardings of the ``{'params': ...}`` tree from logical-axis rules."""
+  specs = nn.get_partition_spec(abstract_params(config))
+  return nn.logical_to_mesh_sharding(specs, mesh, [tuple(r) for r in rules])
+
+
+def _build_params(config: LlamaConfig, tensors: Tensors, *, dtype: Any,
+                  shardings: Any, source: str) -> dict[str, Any]:
+  """Assembles ``{'params': ...}`` tensor by tensor, checking every shape."""
+  expected = nn.unbox(abstract_params(config))['params']
+  flat_expected = {tuple(k.key for k in path): leaf for path, leaf
+                   in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  flat_shardings = ({} if shardings is None else {
+      tuple(k.key for k in path)[1:]: s for path, s
+      in jax.tree_util.tree_flatten_with_path(shardings)[0]})
+  out = {}
+  for name, read in tensors:
+    path = _target_path(name)
+    if path is None:
+      continue
+    if path not in flat_expected:
+      raise ValueError(f'{source}: tensor {name!r} has no place in a model with '
+                       f'{config}.')
+    value = _transform(name)(np.asarray(read(), np.float32), config)
+    want = flat_expected[path].shape
+    if value.shape != want:
+      raise ValueError(f'{source}: tensor {name!r} gives shape {value.shape} '
+                       f'for {"/".join(path)}, expected {want}.')
+    value = np.asarray(value, dtype=jnp.dtype(dtype))
+    sharding = flat_shardings.get(path)
+    out[path] = jax.device_put(value, sharding) if sharding else jnp.asarray(value)
+  missing = sorted('/'.join(p) for p in set(flat_expected) - set(out))
+  if missing:
+    raise ValueError(f'{source}: the checkpoint lacks {len(missing)} tensor(s) the '
+                     f'model needs: {", ".join(missing[:8])}.')
+  params: dict[str, Any] = {}
+  for path, value in out.items():
+    node = params
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = value
+  return {'params': params}
+
+
+# --------------------------------------------------------------------- GGUF
+
+
+def _gguf_field(reader, key: str, default: Any = None) -> Any:
+  field = reader.fields.get(key)
+  return default if field is None else field.contents()
+
+
+def gguf_config(reader, path: str = '') -> LlamaConfig:
+  """The ``LlamaConfig`` a GGUF's metadata describes."""
+  arch = _gguf_field(reader, 'general.architecture')
+  if arch not in ('llama', 'qwen2'):
+    raise ValueError(f'{path}: GGUF architecture {arch!r} is not a Llama-family '
+                     "decoder this loader knows ('llama', 'qwen2').")
+  get = lambda key, default=None: _gguf_field(reader, f'{arch}.{key}', default)
+  heads = int(get('attention.head_count'))
+  hidden = int(get('embedding_length'))
+  tokens = _gguf_field(reader, 'tokenizer.ggml.tokens')
+  vocab = get('vocab_size') or (len(tokens) if tokens else None)
+  names = {t.name for t in reader.tensors}
+  return LlamaConfig(
+      vocab_size=int(vocab),
+      hidden_size=hidden,
+      intermediate_size=int(get('feed_forward_length')),
+      num_layers=int(get('block_count')),
+      num_heads=heads,
+      num_kv_heads=int(get('attention.head_count_kv', heads)),
+      head_dim=int(get('attention.key_length', hidden // heads)),
+      rope_theta=float(get('rope.freq_base', 10000.0)),
+      rms_norm_eps=float(get('attention.layer_norm_rms_epsilon', 1e-5)),
+      tie_embeddings='output.weight' not in names,
+      attention_bias='blk.0.attn_q.bias' in names,
+      max_seq_len=int(get('context_length', 2048)))
+
+
+def unpermute_rope_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
+  """Undoes llama.cpp's q/k row permutation (``convert_hf_to_gguf.permute``).
+
+  llama.cpp reorders each head's ``Dh`` rows from ``[first half, second
+  half]`` to interleaved pairs; this restores HF's order. ``w`` is
+  ``[num_heads * Dh, ...]`` (a weight ``[out, in]`` or a bias ``[out]``).
+  """
+  rest = w.shape[1:]
+  return (w.reshape(num_heads, w.shape[0] // num_heads // 2, 2, *rest)
+          .swapaxes(1, 2).reshape(w.shape))
+
+
+def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
+  import gguf  # pylint: disable=g-import-not-at-top
+  for tensor in reader.tensors:
+    qtype = tensor.tensor_type
+    if qtype.name not in SUPPORTED_GGUF_TYPES:
+      raise ValueError(
+          f'{path}: tensor {tensor.name!r} uses GGUF quantization type '
+          f'{qtype.name}, which this loader does not support; supported: '
+          f'{", ".join(SUPPORTED_GGUF_TYPES)}.')
+    if tensor.name in _GGUF_NAMES:
+      name = _GGUF_NAMES[tensor.name]
+    else:
+      parts = tensor.name.split('.')
+      if parts[0] != 'blk' or parts[2] not in _GGUF_BLOCK_NAMES:
+        continue
+      name = f'model.layers.{parts[1]}.{_GGUF_BLOCK_NAMES[parts[2]]}.{parts[3]}'
+    heads = {'attn_q': config.num_heads, 'attn_k': config.num_kv_heads}.get(
+        tensor.name.split('.')[2] if tensor.name.startswith('blk.') else '')
+
+    def read(tensor=tensor, heads=heads):
+      # GGUF shapes are [ne0 (in), ne1 (out)]: reversed, the HF [out, in].
+      w = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+      w = w.reshape(tuple(int(n) for n in reversed(tensor.shape)))
+      return w if heads is None else unpermute_rope_rows(w, heads)
+
+    yield name, read
+
+
+def load_gguf(path: str, *, dtype: Any = jnp.float32,
+              shardings: Any = None) -> tuple[LlamaConfig, dict[str, Any]]:
+  """Reads a llama.cpp GGUF file into ``(config, {'params': ...})``.
+
+  Args:
+    path: the ``.gguf`` file.
+    dtype: parameter dtype (e.g. ``jnp.bfloat16``).
+    shardings: optional NamedSharding tree of ``{'params': ...}``
+      (``param_shardings``); each tensor is placed as it is read.
+  """
+  import gguf  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'No GGUF file at {path!r}.')
+  reader = gguf.GGUFReader(path)
+  config = gguf_config(reader, path)
+  return config, _build_params(config, _gguf_tensors(reader, config, path),
+                               dtype=dtype, shardings=shardings, source=path)
+
+
+# -------------------------------------------------------------- safetensors
+
+
+def hf_config(directory: str) -> LlamaConfig:
+  """The ``LlamaConfig`` of a Hugging Face folder's ``config.json``."""
+  path = os.path.join(directory, 'config.json')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{directory!r} has no config.json (a Hugging Face '
+                            'model folder needs config.json + model.safetensors).')
+  with open(path) as f:
+    hf = json.load(f)
+  model_type = hf.get('model_type')
+  if model_type not in ('llama', 'qwen2', 'mistral'):
+    raise ValueError(f'{path}: model_type {model_type!r} is not a Llama-family '
+                     "decoder this loader knows ('llama', 'qwen2', 'mistral').")
+  if hf.get('rope_scaling'):
+    raise ValueError(f'{path}: rope_scaling {hf["rope_scaling"]} is not supported.')
+  heads = hf['num_attention_heads']
+  return LlamaConfig(
+      vocab_size=hf['vocab_size'],
+      hidden_size=hf['hidden_size'],
+      intermediate_size=hf['intermediate_size'],
+      num_layers=hf['num_hidden_layers'],
+      num_heads=heads,
+      num_kv_heads=hf.get('num_key_value_heads') or heads,
+      head_dim=hf.get('head_dim') or hf['hidden_size'] // heads,
+      rope_theta=float(hf.get('rope_theta', 10000.0)),
+      rms_norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
+      tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
+      attention_bias=model_type == 'qwen2' or bool(hf.get('attention_bias')),
+      max_seq_len=hf.get('max_position_embeddings', 2048))
+
+
+def _safetensors_files(directory: str) -> list[str]:
+  index = os.path.join(directory, 'model.safetensors.index.json')
+  if os.path.isfile(index):
+    with open(index) as f:
+      files = sorted(set(json.load(f)['weight_map'].values()))
+    return [os.path.join(directory, name) for name in files]
+  single = os.path.join(directory, 'model.safetensors')
+  if os.path.isfile(single):
+    return [single]
+  raise FileNotFoundError(f'{directory!r} has neither model.safetensors nor '
+                          'model.safetensors.index.json.')
+
+
+def _safetensors_tensors(files: list[str]) -> Tensors:
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  for file in files:
+    # The 'flax' framework reads bf16 too (NumPy has no bfloat16).
+    with safe_open(file, framework='flax') as f:
+      for name in f.keys():
+        yield name, lambda f=f, name=name: f.get_tensor(name)
+
+
+def load_safetensors(directory: str, *, dtype: Any = jnp.float32,
+                     shardings: Any = None) -> tuple[LlamaConfig, dict[str, Any]]:
+  """Reads a Hugging Face folder into ``(config, {'params': ...})``.
+
+  Same arguments as ``load_gguf``; ``directory`` holds ``config.json`` and
+  the safetensors file(s).
+  """
+  config = hf_config(directory)
+  return config, _build_params(config, _safetensors_tensors(_safetensors_files(directory)),
+                               dtype=dtype, shardings=shardings, source=directory)
+
+
+def load_pretrained(path: str, **kwargs) -> tuple[LlamaConfig, dict[str, Any]]:
+  """``load_gguf`` for a ``.gguf`` file, ``load_safetensors`` for a folder."""
+  if path.endswith('.gguf'):
+    return load_gguf(path, **kwargs)
+  return load_safetensors(path, **kwargs)

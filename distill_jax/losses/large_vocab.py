@@ -1,0 +1,710 @@
+"""Large-vocabulary distillation from hidden states, without the ``[N, V]`` logits.
+
+At LLM vocabulary sizes the logits dominate memory: one float32 ``[8192,
+262144]`` tensor is 8.6 GB per model, before its gradient. The kernels here
+take each model's last hidden states and output head instead of logits::
+
+  student_hidden [..., Ds] @ student_head [Ds, V] -> student logits [..., V]
+  teacher_hidden [..., Dt] @ teacher_head [Dt, V] -> teacher logits [..., V]
+
+and never materialize more than ``[chunk_size, V]`` logits of either model:
+
+* **Row chunks.** The ``N = prod(...)`` rows are processed ``chunk_size`` at a
+  time (``lax.map``/``lax.scan``); per chunk both models' logits are computed,
+  their log-sum-exp taken, and the per-row divergence summed over the
+  vocabulary.
+* **custom_vjp with recomputation.** The forward pass keeps only the inputs
+  and five numbers per row (both log-sum-exps, as a shift and the rest, and
+  one row statistic); the
+  backward pass recomputes each chunk's logits, forms the gradient w.r.t. the
+  student logits analytically (``T * (p_s - p_t)`` for the forward KL) and
+  contracts it with the head and the hidden states at once, accumulating
+  ``d student_head [Ds, V]`` in float32. Extra cost: one more pass of both
+  matmuls; temp memory: ``O(chunk_size * V + Ds * V)`` instead of
+  ``O(N * V)``.
+* **Vocabulary shards.** With ``vocab_axis`` set (inside ``jax.shard_map``,
+  see ``vocab_sharded``) each device holds ``[D, V / n]`` of the heads; the
+  per-chunk log-sum-exp is combined with ``lax.pmax``/``lax.psum`` over the
+  axis (first pass), then the per-class terms are summed locally and
+  ``psum``-ed (second pass). Hidden-state gradients are summed over the vocab
+  shards by JAX itself (the inputs are ``pcast`` to varying first).
+* **Implementations.** ``implementation='xla'`` runs the chunk math as plain
+  ``jnp``; ``'pallas'`` runs it as Pallas kernels blocked over the vocabulary
+  (``distill_jax.losses.pallas_kl``; interpret mode on CPU, for tests).
+  ``None`` picks Pallas on GPU/TPU and XLA on CPU. The matmuls are XLA's in
+  both.
+
+Conventions are ``distill_jax.losses.logits``'s (``kl_divergence`` etc.): one
+float32 value per row ``[...]`` (the caller reduces), the ``T**2`` factor on
+the divergences, the teacher never differentiated (its hidden states and head
+get exactly zero gradient), ``where`` a boolean class mask (here over the
+vocabulary only, ``[V]``, e.g. to drop padded head columns). The math is
+float32: logits are ``dot(h, W, preferred_element_type=float32)``, so bf16
+inputs cost bf16 memory; the returned gradients are in the inputs' dtypes,
+the head gradient is accumulated in float32. ``temperature`` (and ``beta``)
+are Python numbers here (no per-row or learned temperature; use
+``losses.logits`` on materialized logits for those). The values and the
+gradients w.r.t. the student's hidden states and head equal those of
+``losses.kl_divergence(h_s @ W_s, h_t @ W_t, ...)`` to float32 round-off.
+"""
+
+import functools
+import numbers
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+
+from distill_jax.losses import logits as logits_lib
+from distill_jax.registry import register
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+IMPLEMENTATIONS = ('xla', 'pallas')
+
+
+class _Spec(NamedTuple):
+  """Static description of one fused loss (hashable: a ``custom_vjp`` nondiff arg)."""
+  kind: str  # 'kl', 'reverse_kl', 'generalized_jsd' or 'cross_entropy'
+  beta: float  # generalized_jsd only, strictly in (0, 1)
+  temperature: float
+  chunk_size: int
+  vocab_axis: str | None
+  implementation: str  # 'xla' or 'pallas'
+
+
+# ---------------------------------------------------------------------------
+# Block math: shared by the XLA chunk path and the Pallas kernel bodies.
+# Shapes: s, t tempered (and masked) logits [R, Vb]; lse_* [R, 1]; hit [R, Vb].
+# ---------------------------------------------------------------------------
+
+
+def block_lse_parts(z: Array) -> tuple[Array, Array]:
+  """Local max ``m`` and ``sum(exp(z - safe(m)))`` over the last axis, ``[R, 1]``.
+
+  ``m`` is ``-inf`` for a row whose local classes are all masked; the sum is
+  then 0. ``combine_lse`` merges parts from vocabulary blocks or shards.
+  """
+  m = jnp.max(z, axis=-1, keepdims=True)
+  safe = jnp.where(jnp.isfinite(m), m, 0.0)
+  return m, jnp.sum(jnp.exp(z - safe), axis=-1, keepdims=True)
+
+
+def merge_lse_parts(m: Array, l: Array, big: Array) -> Array:
+  """Sum-exp parts ``(m, l)`` rescaled to a common shift ``big``: ``l * e^(m - big)``."""
+  safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
+  return jnp.where(jnp.isfinite(m), l * jnp.exp(safe_m - big), 0.0)
+
+
+def _finite_or_zero(x: Array) -> Array:
+  return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
+def _jsd_log_ratios(log_p_s: Array, log_p_t: Array, p_s: Array, p_t: Array,
+                    beta: float) -> tuple[Array, Array]:
+  """``log(p_t / m)`` and ``log(p_s / m)`` for ``m = beta p_t + (1 - beta) p_s``.
+
+  Computed from ``a = log p_t - log p_s`` as in ``logits._scaled_jsd``
+  (accurate when ``m`` is close to either); 0 where the weighting
+  probability is 0 (masked classes, where ``a`` is NaN).
+  """
+  log_beta, log_1m_beta = np.log(beta), np.log1p(-beta)
+  a = log_p_t - log_p_s
+  ratio_t = -jnp.logaddexp(log_beta, log_1m_beta - jnp.where(p_t > 0, a, 0.0))
+  ratio_s = -jnp.logaddexp(log_1m_beta, log_beta + jnp.where(p_s > 0, a, 0.0))
+  return ratio_t, ratio_s
+
+
+def block_row_terms(kind: str, beta: float, s: Array, t: Array | None,
+                    lse_s: Array, lse_t: Array | None,
+                    hit: Array | None) -> tuple[Array, Array]:
+  """Per-row sums over this block's classes: ``(value part, statistic part)``, ``[R]``.
+
+  Summed over all blocks/shards they give the row's divergence (without the
+  ``T**2`` factor) and the statistic ``block_student_grad`` needs: the value
+  itself for the KLs, ``KL(P_s || M)`` for the JSD, the label's logit for the
+  cross-entropy (whose value is ``lse_s - statistic``).
+  """
+  if kind == 'cross_entropy':
+    picked = jnp.sum(jnp.where(hit, s, 0.0), axis=-1)
+    return picked, picked
+  log_p_s, log_p_t = s - lse_s, t - lse_t
+  p_s, p_t = jnp.exp(log_p_s), jnp.exp(log_p_t)
+  if kind == 'kl':
+    value = logits_lib._kl(p_t, log_p_t, log_p_s)  # pylint: disable=protected-access
+    return value, value
+  if kind == 'reverse_kl':
+    value = logits_lib._kl(p_s, log_p_s, log_p_t)  # pylint: disable=protected-access
+    return value, value
+  ratio_t, ratio_s = _jsd_log_ratios(log_p_s, log_p_t, p_s, p_t, beta)
+  kl_t_m = jnp.sum(jnp.where(p_t > 0, p_t * ratio_t, 0.0), axis=-1)
+  kl_s_m = jnp.sum(jnp.where(p_s > 0, p_s * ratio_s, 0.0), axis=-1)
+  return kl_t_m / (1.0 - beta) + kl_s_m / beta, kl_s_m
+
+
+def block_student_grad(kind: str, beta: float, s: Array, t: Array | None,
+                       lse_s: Array, lse_t: Array | None, stat: Array,
+                       hit: Array | None) -> Array:
+  """d(row value) / d(tempered student logits) on this block, ``[R, Vb]``.
+
+  ``stat`` ``[R, 1]`` is the row's total statistic (``block_row_terms``).
+  kl: ``p_s - p_t``; reverse_kl: ``p_s (log p_s - log p_t - KL_r)``;
+  generalized_jsd: ``p_s (log(p_s / m) - KL(P_s || M)) / beta``;
+  cross_entropy: ``p_s - onehot(label)``. Masked classes get 0.
+  """
+  log_p_s = s - lse_s
+  p_s = jnp.exp(log_p_s)
+  if kind == 'cross_entropy':
+    return p_s - hit.astype(p_s.dtype)
+  log_p_t = t - lse_t
+  p_t = jnp.exp(log_p_t)
+  if kind == 'kl':
+    return p_s - p_t
+  if kind == 'reverse_kl':
+    f = log_p_s - log_p_t
+  else:
+    _, f = _jsd_log_ratios(log_p_s, log_p_t, p_s, p_t, beta)
+  on_s = p_s > 0
+  grad = jnp.where(on_s, p_s * (jnp.where(on_s, f, 0.0) - stat), 0.0)
+  return grad / beta if kind == 'generalized_jsd' else grad
+
+
+# ---------------------------------------------------------------------------
+# Chunk operations: XLA versions (the Pallas ones live in pallas_kl.py).
+# ---------------------------------------------------------------------------
+
+
+def _hits(labels: Array | None, col0: Array, width: int) -> Array | None:
+  """One-hot ``[R, width]`` of ``labels`` ``[R]`` among columns ``col0 + [0, width)``."""
+  if labels is None:
+    return None
+  return (col0 + jnp.arange(width))[None, :] == labels[:, None]
+
+
+class _XlaOps:
+  """Chunk math as plain ``jnp`` on a whole ``[C, V_local]`` chunk."""
+
+  @staticmethod
+  def lse_parts(z):
+    return block_lse_parts(z)
+
+  @staticmethod
+  def row_terms(spec, s, t, lse_s, lse_t, labels, col0):
+    hit = _hits(labels, col0, s.shape[-1])
+    return block_row_terms(spec.kind, spec.beta, s, t, lse_s, lse_t, hit)
+
+  @staticmethod
+  def student_grad(spec, s, t, lse_s, lse_t, stat, labels, col0):
+    hit = _hits(labels, col0, s.shape[-1])
+    return block_student_grad(spec.kind, spec.beta, s, t, lse_s, lse_t,
+                              stat[:, None], hit)
+
+
+def _ops(implementation: str):
+  if implementation == 'pallas':
+    from distill_jax.losses import pallas_kl  # pylint: disable=g-import-not-at-top
+    return pallas_kl
+  return _XlaOps
+
+
+# ---------------------------------------------------------------------------
+# The chunked custom_vjp.
+# ---------------------------------------------------------------------------
+
+
+def _allsum(x: Array, axis: str | None) -> Array:
+  return x if axis is None else jax.lax.psum(x, axis)
+
+
+def _combine_lse(parts: tuple[Array, Array],
+                 axis: str | None) -> tuple[Array, Array]:
+  """Global ``(shift, log-sum-exp - shift)`` ``[R, 1]`` from local ``(max, sum-exp)`` parts.
+
+  The shift is the global max (0 for an empty row). Callers subtract it from
+  the logits before anything else, so that ``log p = (z - shift) -
+  log_total`` keeps float32 precision in the log-probabilities (``z -
+  (shift + log_total)`` would lose the low bits of a large shift).
+  """
+  m, l = parts
+  big = m if axis is None else jax.lax.pmax(m, axis)
+  big = _finite_or_zero(big)
+  total = _allsum(merge_lse_parts(m, l, big), axis)
+  return big, jnp.log(jnp.where(total > 0, total, 1.0))
+
+
+def _tempered_logits(h: Array, w: Array, temperature: float,
+                     where: Array | None) -> Array:
+  """``dot(h, w) / T`` in float32, masked classes ``-inf``: ``[C, D] x [D, V] -> [C, V]``."""
+  z = jnp.dot(h, w, preferred_element_type=jnp.float32) / temperature
+  return z if where is None else jnp.where(where, z, -jnp.inf)
+
+
+def _col0(spec: _Spec, width: int) -> Array:
+  """Global index of this device's first vocabulary column."""
+  if spec.vocab_axis is None:
+    return jnp.zeros((), jnp.int32)
+  return jax.lax.axis_index(spec.vocab_axis) * width
+
+
+def _scale(spec: _Spec) -> float:
+  """Value factor ``T**2`` (1 for the cross-entropy); the logit gradient gets ``T``."""
+  return 1.0 if spec.kind == 'cross_entropy' else spec.temperature**2
+
+
+def _chunk_logits(spec, h_s, w_s, h_t, w_t, where):
+  s = _tempered_logits(h_s, w_s, spec.temperature, where)
+  t = (None if spec.kind == 'cross_entropy' else
+       _tempered_logits(h_t, w_t, spec.temperature, where))
+  return s, t
+
+
+def _chunk_forward(spec, h_s, w_s, h_t, w_t, labels, where):
+  """One row chunk: ``(value, stat, shift_s, lse_s, shift_t, lse_t)``, each ``[C]``.
+
+  ``lse_*`` is the log-sum-exp of the logits minus their ``shift_*``.
+  """
+  ops = _ops(spec.implementation)
+  s, t = _chunk_logits(spec, h_s, w_s, h_t, w_t, where)
+  shift_s, lse_s = _combine_lse(ops.lse_parts(s), spec.vocab_axis)
+  s = s - shift_s
+  if t is None:
+    shift_t, lse_t = shift_s, lse_s
+  else:
+    shift_t, lse_t = _combine_lse(ops.lse_parts(t), spec.vocab_axis)
+    t = t - shift_t
+  col0 = _col0(spec, s.shape[-1])
+  value, stat = ops.row_terms(spec, s, t, lse_s, lse_t, labels, col0)
+  value = _allsum(value, spec.vocab_axis)
+  stat = _allsum(stat, spec.vocab_axis)
+  if spec.kind == 'cross_entropy':
+    # lse(z) - z[label], both relative to the shift.
+    value = lse_s[:, 0] - value
+  return (_scale(spec) * value, stat, shift_s[:, 0], lse_s[:, 0],
+          shift_t[:, 0], lse_t[:, 0])
+
+
+def _chunked(x: Array | None, chunk: int) -> Array | None:
+  return None if x is None else x.reshape(-1, chunk, *x.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused(spec, h_s, w_s, h_t, w_t, labels, where):
+  return _fused_fwd(spec, h_s, w_s, h_t, w_t, labels, where)[0]
+
+
+def _fused_fwd(spec, h_s, w_s, h_t, w_t, labels, where):
+  chunk = spec.chunk_size
+  value, *row_stats = jax.lax.map(
+      lambda xs: _chunk_forward(spec, xs[0], w_s, xs[1], w_t, xs[2], where),
+      (_chunked(h_s, chunk), _chunked(h_t, chunk), _chunked(labels, chunk)))
+  residuals = (h_s, w_s, h_t, w_t, labels, where,
+               tuple(x.reshape(-1) for x in row_stats))
+  return value.reshape(-1), residuals
+
+
+def _fused_bwd(spec, residuals, cotangent):
+  h_s, w_s, h_t, w_t, labels, where, row_stats = residuals
+  ops = _ops(spec.implementation)
+  chunk = spec.chunk_size
+  # d value / d raw student logits = scale / T * d value / d tempered logits.
+  factor = _scale(spec) / spec.temperature
+
+  def step(d_head, xs):
+    h_s_c, h_t_c, labels_c, ct_c, row_stats_c = xs
+    stat, shift_s, lse_s, shift_t, lse_t = (x[:, None] for x in row_stats_c)
+    s, t = _chunk_logits(spec, h_s_c, w_s, h_t_c, w_t, where)
+    s = s - shift_s
+    t = None if t is None else t - shift_t
+    col0 = _col0(spec, s.shape[-1])
+    grad = ops.student_grad(spec, s, t, lse_s, lse_t, stat[:, 0], labels_c,
+                            col0)
+    grad = (grad * (factor * ct_c.astype(jnp.float32))[:, None]).astype(w_s.dtype)
+    d_hidden = jnp.dot(grad, w_s.T, preferred_element_type=jnp.float32)
+    d_head = d_head + jnp.dot(h_s_c.T, grad, preferred_element_type=jnp.float32)
+    return d_head, d_hidden.astype(h_s.dtype)
+
+  xs = jax.tree.map(lambda x: _chunked(x, chunk),
+                    (h_s, h_t, labels, cotangent, row_stats))
+  d_head, d_hidden = jax.lax.scan(step, jnp.zeros_like(w_s, jnp.float32), xs)
+  # The teacher (already stop_gradient-ed), labels and mask get no gradient.
+  return (d_hidden.reshape(h_s.shape), d_head.astype(w_s.dtype),
+          None, None, None, None)
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+# ---------------------------------------------------------------------------
+# Input checks and the public kernels.
+# ---------------------------------------------------------------------------
+
+
+def _check_float(fn: str, name: str, x: Any, ndim: int | None,
+                 layout: str) -> Array:
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f'{fn}: {name} must be a floating-point array {layout}; '
+                    f'got dtype {x.dtype} with shape {x.shape}.')
+  if (ndim is not None and x.ndim != ndim) or x.ndim < 1:
+    raise ValueError(f'{fn}: {name} must have shape {layout}; got shape '
+                     f'{x.shape}.')
+  return x
+
+
+def _check_positive_int(fn: str, name: str, value: Any) -> int:
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value <= 0):
+    raise ValueError(f'{fn}: {name} must be a positive integer; got {value!r}.')
+  return int(value)
+
+
+def _check_host_number(fn: str, name: str, value: Any, *, low: float,
+                       high: float, open_low: bool) -> float:
+  ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+        and np.isfinite(value)
+        and (value > low if open_low else value >= low) and value <= high)
+  if not ok:
+    interval = f'{"(" if open_low else "["}{low}, {high}]'
+    raise ValueError(f'{fn}: {name} must be a Python number in {interval} '
+                     f'(a fixed hyper-parameter of the fused kernel); got '
+                     f'{value!r}.')
+  return float(value)
+
+
+def _resolve_implementation(fn: str, implementation: str | None) -> str:
+  if implementation is None:
+    return 'xla' if jax.default_backend() == 'cpu' else 'pallas'
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'{fn}: implementation must be one of {IMPLEMENTATIONS} '
+                     f'or None (automatic); got {implementation!r}.')
+  return implementation
+
+
+def _pad_rows(x: Array | None, rows: int) -> Array | None:
+  if x is None or x.shape[0] == rows:
+    return x
+  return jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+
+
+def _common_vma(arrays: Sequence[Array | None]) -> list[Array | None]:
+  """``pcast``s every array to vary over the union of their manual mesh axes.
+
+  Inside ``shard_map`` the hidden states vary over the batch axes and the
+  heads over the vocabulary axis; making all of them vary over both lets the
+  custom_vjp return per-device partial gradients, and JAX transposes the
+  ``pcast`` into the ``psum`` that completes them (hidden-state gradients
+  summed over vocabulary shards, head gradients over batch shards).
+  """
+  varying = lambda x: set(jax.typeof(x).manual_axis_type.varying)
+  axes = set()
+  for x in arrays:
+    if x is not None:
+      axes |= varying(x)
+  out = []
+  for x in arrays:
+    if x is not None:
+      missing = tuple(sorted(axes - varying(x)))
+      if missing:
+        x = jax.lax.pcast(x, missing, to='varying')
+    out.append(x)
+  return out
+
+
+def _run(fn: str, spec_kwargs: dict[str, Any], student_hidden, student_head,
+         teacher_hidden, teacher_head, labels, where, *, chunk_size: int,
+         pad: bool, vocab_axis: str | None,
+         implementation: str | None) -> Array:
+  """Checks shapes and dtypes, pads/flattens rows, runs ``_fused``."""
+  kind = spec_kwargs['kind']
+  h_s = _check_float(fn, 'student_hidden', student_hidden, None, '[..., Ds]')
+  w_s = _check_float(fn, 'student_head', student_head, 2, '[Ds, V]')
+  if h_s.shape[-1] != w_s.shape[0]:
+    raise ValueError(
+        f'{fn}: student_hidden [..., Ds] and student_head [Ds, V] disagree on '
+        f'Ds: student_hidden {h_s.shape}, student_head {w_s.shape}.')
+  batch_shape = h_s.shape[:-1]
+  vocab = w_s.shape[1]
+  h_t = w_t = None
+  if kind != 'cross_entropy':
+    h_t = _check_float(fn, 'teacher_hidden', teacher_hidden, None, '[..., Dt]')
+    w_t = _check_float(fn, 'teacher_head', teacher_head, 2, '[Dt, V]')
+    if h_t.shape[-1] != w_t.shape[0]:
+      raise ValueError(
+          f'{fn}: teacher_hidden [..., Dt] and teacher_head [Dt, V] disagree on '
+          f'Dt: teacher_hidden {h_t.shape}, teacher_head {w_t.shape}.')
+    if h_t.shape[:-1] != batch_shape:
+      raise ValueError(
+          f'{fn}: student_hidden and teacher_hidden must have the same rows '
+          f'[...]; got student_hidden {h_s.shape} and teacher_hidden '
+          f'{h_t.shape}.')
+    if w_t.shape[1] != vocab:
+      raise ValueError(
+          f'{fn}: student_head [Ds, V] and teacher_head [Dt, V] must have the '
+          f'same vocabulary size V; got student_head {w_s.shape} and '
+          f'teacher_head {w_t.shape}.')
+    h_t, w_t = jax.lax.stop_gradient(h_t), jax.lax.stop_gradient(w_t)
+  if labels is not None:
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+      raise TypeError(f'{fn}: labels must be integer class ids [...]; got '
+                      f'dtype {labels.dtype}.')
+    if labels.shape != batch_shape:
+      raise ValueError(f'{fn}: labels must have the rows shape {batch_shape} of '
+                       f'hidden {h_s.shape}; got shape {labels.shape}.')
+    labels = labels.reshape(-1).astype(jnp.int32)
+  if where is not None:
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_ or where.shape != (vocab,):
+      raise ValueError(
+          f'{fn}: where must be a boolean vocabulary mask of shape [V] = '
+          f'({vocab},) (this device\'s shard when vocab_axis is set); got '
+          f'{where.dtype} {where.shape}.')
+  chunk_size = _check_positive_int(fn, 'chunk_size', chunk_size)
+  rows = int(np.prod(batch_shape))
+  chunk_size = min(chunk_size, max(rows, 1))
+  padded = -(-rows // chunk_size) * chunk_size
+  if padded != rows and not pad:
+    raise ValueError(
+        f'{fn}: chunk_size={chunk_size} does not divide the {rows} rows '
+        f'(hidden {h_s.shape}); pass pad=True to pad the rows to {padded}, or '
+        f'use a chunk_size that divides {rows}.')
+  spec = _Spec(chunk_size=chunk_size, vocab_axis=vocab_axis,
+               implementation=_resolve_implementation(fn, implementation),
+               **spec_kwargs)
+  h_s = _pad_rows(h_s.reshape(rows, -1), padded)
+  if h_t is not None:
+    h_t = _pad_rows(h_t.reshape(rows, -1), padded)
+  labels = _pad_rows(labels, padded)
+  h_s, w_s, h_t, w_t = _common_vma([h_s, w_s, h_t, w_t])
+  value = _fused(spec, h_s, w_s, h_t, w_t, labels, where)
+  return value[:rows].reshape(batch_shape)
+
+
+_COMMON_ARGS_DOC = """
+    temperature: softmax temperature ``T > 0`` of both models (Python number).
+    where: optional boolean vocabulary mask ``[V]`` (the local ``[V / n]``
+      shard under ``vocab_axis``); masked classes are dropped from both
+      distributions.
+    chunk_size: rows per chunk (at most the number of rows); temp memory is
+      ``O(chunk_size * V)``.
+    pad: pad the rows to a multiple of ``chunk_size`` (else it must divide
+      them).
+    vocab_axis: mesh axis the heads' ``V`` is split over; set only inside
+      ``jax.shard_map`` (``vocab_sharded`` does it for you).
+    implementation: ``'xla'``, ``'pallas'`` or None (Pallas on GPU/TPU, XLA on
+      CPU).
+"""
+
+
+def _kl_family(kind: str, fn: str, student_hidden, student_head,
+               teacher_hidden, teacher_head, *, beta: float, temperature,
+               where, chunk_size, pad, vocab_axis, implementation) -> Array:
+  temperature = _check_host_number(fn, 'temperature', temperature, low=0.0,
+                                   high=np.inf, open_low=True)
+  return _run(fn, dict(kind=kind, beta=beta, temperature=temperature),
+              student_hidden, student_head, teacher_hidden, teacher_head,
+              None, where, chunk_size=chunk_size, pad=pad,
+              vocab_axis=vocab_axis, implementation=implementation)
+
+
+@register('losses', 'fused_linear_kl')
+def fused_linear_kl(student_hidden: ArrayLike, student_head: ArrayLike,
+                    teacher_hidden: ArrayLike, teacher_head: ArrayLike, *,
+                    temperature: float = 1.0, where: ArrayLike | None = None,
+                    chunk_size: int = 1024, pad: bool = False,
+                    vocab_axis: str | None = None,
+                    implementation: str | None = None) -> Array:
+  """Forward KL from hidden states: ``kl_divergence(h_s @ W_s, h_t @ W_t)``.
+
+  ``T**2 * KL(softmax(teacher/T) || softmax(student/T))`` per row, computed
+  chunk by chunk (module docstring); student gradient ``T (p_s - p_t)``
+  w.r.t. its logits, the teacher gets none.
+
+  Args:
+    student_hidden: ``[..., Ds]`` student last hidden states, any float dtype.
+    student_head: ``[Ds, V]`` student output projection.
+    teacher_hidden: ``[..., Dt]`` teacher hidden states (same rows ``[...]``).
+    teacher_head: ``[Dt, V]`` teacher output projection.
+  {args}
+  Returns:
+    ``[...]`` float32, ``>= 0``.
+
+  Raises:
+    ValueError: shapes disagree, chunk_size does not divide the rows and
+      ``pad`` is False, a bad temperature or ``where``.
+    TypeError: non-floating hidden states or heads.
+  """
+  return _kl_family('kl', 'fused_linear_kl', student_hidden, student_head,
+                    teacher_hidden, teacher_head, beta=0.0,
+                    temperature=temperature, where=where,
+                    chunk_size=chunk_size, pad=pad, vocab_axis=vocab_axis,
+                    implementation=implementation)
+
+
+@register('losses', 'fused_linear_reverse_kl')
+def fused_linear_reverse_kl(student_hidden: ArrayLike, student_head: ArrayLike,
+                            teacher_hidden: ArrayLike, teacher_head: ArrayLike,
+                            *, temperature: float = 1.0,
+                            where: ArrayLike | None = None,
+                            chunk_size: int = 1024, pad: bool = False,
+                            vocab_axis: str | None = None,
+                            implementation: str | None = None) -> Array:
+  """Reverse KL from hidden states: ``reverse_kl(h_s @ W_s, h_t @ W_t)``.
+
+  ``T**2 * KL(softmax(student/T) || softmax(teacher/T))`` per row; student
+  gradient ``T p_s (log p_s - log p_t - KL)`` w.r.t. its logits.
+
+  Args:
+    student_hidden: ``[..., Ds]``; student_head: ``[Ds, V]``;
+    teacher_hidden: ``[..., Dt]``; teacher_head: ``[Dt, V]`` (frozen).
+  {args}
+  Returns:
+    ``[...]`` float32, ``>= 0``.
+
+  Raises:
+    ValueError, TypeError: as ``fused_linear_kl``.
+  """
+  return _kl_family('reverse_kl', 'fused_linear_reverse_kl', student_hidden,
+                    student_head, teacher_hidden, teacher_head, beta=1.0,
+                    temperature=temperature, where=where,
+                    chunk_size=chunk_size, pad=pad, vocab_axis=vocab_axis,
+                    implementation=implementation)
+
+
+@register('losses', 'fused_linear_generalized_jsd')
+def fused_linear_generalized_jsd(
+    student_hidden: ArrayLike, student_head: ArrayLike,
+    teacher_hidden: ArrayLike, teacher_head: ArrayLike, *, beta: float = 0.5,
+    temperature: float = 1.0, where: ArrayLike | None = None,
+    chunk_size: int = 1024, pad: bool = False, vocab_axis: str | None = None,
+    implementation: str | None = None) -> Array:
+  """GKD's generalized JSD from hidden states: ``generalized_jsd(h_s @ W_s, h_t @ W_t, beta=beta)``.
+
+  Normalized as in ``losses.generalized_jsd``: ``T**2 JSD_beta / (beta (1 -
+  beta))``, the forward KL at ``beta=0`` and the reverse KL at ``beta=1``.
+
+  Args:
+    student_hidden: ``[..., Ds]``; student_head: ``[Ds, V]``;
+    teacher_hidden: ``[..., Dt]``; teacher_head: ``[Dt, V]`` (frozen).
+    beta: teacher weight of the mixture, a Python number in ``[0, 1]``.
+  {args}
+  Returns:
+    ``[...]`` float32, ``>= 0``.
+
+  Raises:
+    ValueError, TypeError: as ``fused_linear_kl``; beta outside ``[0, 1]``.
+  """
+  fn = 'fused_linear_generalized_jsd'
+  beta = _check_host_number(fn, 'beta', beta, low=0.0, high=1.0,
+                            open_low=False)
+  kind = {0.0: 'kl', 1.0: 'reverse_kl'}.get(beta, 'generalized_jsd')
+  return _kl_family(kind, fn, student_hidden, student_head, teacher_hidden,
+                    teacher_head, beta=beta, temperature=temperature,
+                    where=where, chunk_size=chunk_size, pad=pad,
+                    vocab_axis=vocab_axis, implementation=implementation)
+
+
+@register('losses', 'fused_linear_cross_entropy')
+def fused_linear_cross_entropy(hidden: ArrayLike, head: ArrayLike,
+                               labels: ArrayLike, *,
+                               where: ArrayLike | None = None,
+                               chunk_size: int = 1024, pad: bool = False,
+                               vocab_axis: str | None = None,
+                               implementation: str | None = None) -> Array:
+  """Cross-entropy with integer labels from hidden states, ``lse(z) - z[label]``.
+
+  Equals ``optax.losses.softmax_cross_entropy_with_integer_labels(hidden @
+  head, labels)`` per row without the ``[N, V]`` logits (the hard-label term
+  of KD on an LLM). Gradient ``p - onehot(label)`` w.r.t. the logits.
+
+  Args:
+    hidden: ``[..., D]`` last hidden states, any float dtype.
+    head: ``[D, V]`` output projection.
+    labels: ``[...]`` integer class ids in ``[0, V)`` (rows the caller masks
+      out may hold any id; their value is meaningless but finite).
+    where: optional boolean vocabulary mask ``[V]`` (local shard under
+      ``vocab_axis``).
+    chunk_size, pad, vocab_axis, implementation: as ``fused_linear_kl``.
+
+  Returns:
+    ``[...]`` float32, ``>= 0``.
+
+  Raises:
+    ValueError, TypeError: as ``fused_linear_kl``; non-integer labels or
+      labels not shaped like the rows.
+  """
+  return _run('fused_linear_cross_entropy',
+              dict(kind='cross_entropy', beta=0.0, temperature=1.0), hidden,
+              head, None, None, labels, where, chunk_size=chunk_size, pad=pad,
+              vocab_axis=vocab_axis, implementation=implementation)
+
+
+for _f in (fused_linear_kl, fused_linear_reverse_kl,
+           fused_linear_generalized_jsd):
+  _f.__doc__ = _f.__doc__.replace('  {args}', _COMMON_ARGS_DOC.rstrip('\n')[1:])
+
+# Argument roles of each kernel's positional arrays, for ``vocab_sharded``.
+_ROLES = {
+    fused_linear_kl: ('hidden', 'head', 'hidden', 'head'),
+    fused_linear_reverse_kl: ('hidden', 'head', 'hidden', 'head'),
+    fused_linear_generalized_jsd: ('hidden', 'head', 'hidden', 'head'),
+    fused_linear_cross_entropy: ('hidden', 'head', 'rows'),
+}
+
+
+def vocab_sharded(fn: Callable[..., Array], mesh: Mesh, *,
+                  batch_axes: Sequence[str] = ('data', 'fsdp'),
+                  vocab_axis: str = 'tensor') -> Callable[..., Array]:
+  """``fn`` (a kernel of this module) over global arrays with ``V`` split over ``vocab_axis``.
+
+  The returned function takes the same arguments as ``fn`` (global shapes:
+  hidden ``[B, ..., D]``, heads ``[D, V]``, labels ``[B, ...]``, ``where``
+  ``[V]``) and runs it in ``jax.shard_map`` over ``mesh``: the leading row
+  axis split over ``batch_axes``, the heads' and ``where``'s vocabulary axis
+  over ``vocab_axis``. Use it inside a jitted train step whose heads are
+  sharded ``P(None, 'tensor')``; the result is ``[B, ...]`` split like the
+  rows.
+
+  Raises:
+    ValueError: ``V`` or the batch is not divisible by the mesh axes (pad
+      the head and mask the pad columns with ``where``).
+  """
+  if fn not in _ROLES:
+    raise ValueError(f'vocab_sharded: fn must be one of '
+                     f'{[f.__name__ for f in _ROLES]}; got {fn!r}.')
+  roles = _ROLES[fn]
+  batch_axes = tuple(batch_axes)
+  specs = {'hidden': P(batch_axes), 'rows': P(batch_axes),
+           'head': P(None, vocab_axis)}
+
+  def sharded(*arrays, where=None, **kwargs):
+    if len(arrays) != len(roles):
+      raise ValueError(f'{fn.__name__}: expected {len(roles)} arrays '
+                       f'{roles}; got {len(arrays)}.')
+    shards = mesh.shape[vocab_axis]
+    rows = int(np.prod([mesh.shape[a] for a in batch_axes]))
+    for array, role in zip(arrays, roles):
+      shape = jnp.shape(array)
+      if role == 'head' and shape[-1] % shards:
+        raise ValueError(
+            f'{fn.__name__}: the vocabulary V={shape[-1]} of head {shape} is '
+            f'not divisible by the {shards} shards of mesh axis '
+            f'{vocab_axis!r}; pad the head to a multiple of {shards} and mask '
+            'the padding with where.')
+      if role != 'head' and shape and shape[0] % rows:
+        raise ValueError(
+            f'{fn.__name__}: the leading axis of {role} {shape} is not '
+            f'divisible by the {rows} batch shards of mesh axes {batch_axes}.')
+
+    def body(arrays, where):
+      return fn(*arrays, where=where, vocab_axis=vocab_axis, **kwargs)
+
+    return jax.shard_map(
+        body, mesh=mesh,
+        in_specs=(tuple(specs[r] for r in roles), P(vocab_axis)),
+        out_specs=P(batch_axes))(arrays, where)
+
+  return sharded

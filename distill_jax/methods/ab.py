@@ -1,0 +1,83 @@
+"""``ab``: Heo et al. (2019), "Knowledge Transfer via Distillation of Activation
+Boundaries Formed by Hidden Neurons".
+
+The student (through per-layer connectors, ``conv-BN``, identity where the
+shapes already agree) learns on which side of zero each teacher neuron's
+pre-activation lies, with a margin: ``activation_boundary`` on the
+``stageN_preact`` features, layer ``i`` of ``n`` weighted ``2**(i - n + 1)``,
+scaled by ``3 / 1000`` (RepDistiller's ``ABLoss``).
+
+RepDistiller's recipe is two-stage: ``init_steps`` (30 epochs) of the AB
+loss alone (it trains the student's feature layers and the connectors), then
+``CE`` only (``weight = 0``). With ``init_steps = 0`` the AB term is added
+to the objective from the start (weight ``weight``).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from distill_jax import losses
+from distill_jax.methods import common
+from distill_jax.methods import connectors
+from distill_jax.registry import register
+
+
+@register('methods', 'ab')
+@dataclasses.dataclass(frozen=True)
+class ActivationBoundaries(common.Distiller):
+  """Activation-boundary distillation.
+
+  Attributes (besides ``common.Distiller``'s):
+    margin: ``m > 0`` of the alternative L2 loss.
+    init_steps: steps of the AB-only initialisation stage.
+    student_features / teacher_features: pre-activation layers.
+  """
+  method_name = 'ab'
+  margin: float = 1.0
+  init_steps: int = 0
+  student_features: str = 'stages_preact'
+  teacher_features: str = ''
+
+  def __post_init__(self):
+    super().__post_init__()
+    common.base.check_number('ab.margin', self.margin, positive=True)
+    common.check_weights('ab', init_steps=self.init_steps)
+
+  def _pairs(self, student_features, teacher_features):
+    return common.pairs('ab', student_features, teacher_features,
+                        self.student_features, self.teacher_features)
+
+  @staticmethod
+  def _connector(t_shape) -> connectors.ConvRegressor:
+    return connectors.ConvRegressor(tuple(t_shape[1:]), relu=False)
+
+  def init_aux(self, rng, student_features, teacher_features):
+    aux = {}
+    for (s, t), key in zip(self._pairs(student_features, teacher_features),
+                           jax.random.split(rng, 64)):
+      s_shape, t_shape = student_features[s].shape, teacher_features[t].shape
+      if len(s_shape) != 4 or len(t_shape) != 4:
+        raise common.shape_error('ab', s, s_shape, t, t_shape,
+                                 'must both be feature maps [B, H, W, C]')
+      if tuple(s_shape[1:]) == tuple(t_shape[1:]):
+        continue
+      why = connectors.ConvRegressor.check(s_shape[1:], t_shape[1:])
+      if why:
+        raise common.shape_error('ab', s, s_shape, t, t_shape, why)
+      aux[s] = connectors.init(self._connector(t_shape), key, s_shape)
+    return aux
+
+  def loss(self, student_out, teacher_out, batch, aux, step):
+    layer_pairs = self._pairs(student_out[1], teacher_out[1])
+    n = len(layer_pairs)
+    term = 0.0
+    for i, (s, t) in enumerate(layer_pairs):
+      source, target = student_out[1][s], teacher_out[1][t]
+      if s in aux:
+        source = connectors.apply(self._connector(target.shape), aux[s], source)
+      boundary = losses.activation_boundary(source, target, margin=self.margin).mean()
+      term += 2.0**(i - n + 1) * boundary * 3 / 1000
+    total, metrics = self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    return jnp.where(common.stage_one(step, self.init_steps), term, total), metrics

@@ -1,0 +1,34 @@
+"""``pkt``: Passalis & Tefas (2018), "Learning Deep Representations with
+Probabilistic Knowledge Transfer".
+
+KL divergence between the teacher's and the student's conditional
+distributions of cosine similarity over the batch. RepDistiller:
+``pre_logits``, ``CE + 30000 * PKT``.
+"""
+
+import dataclasses
+
+from distill_jax import losses
+from distill_jax.methods import common
+from distill_jax.registry import register
+
+
+@register('methods', 'pkt')
+@dataclasses.dataclass(frozen=True)
+class ProbabilisticKT(common.Distiller):
+  """PKT.
+
+  Attributes (besides ``common.Distiller``'s):
+    student_features / teacher_features: the embeddings ('' = same spec).
+  """
+  method_name = 'pkt'
+  weight: float = 30000.0
+  student_features: str = 'pre_logits'
+  teacher_features: str = ''
+
+  def loss(self, student_out, teacher_out, batch, aux, step):
+    del aux, step
+    term = sum(losses.probabilistic_knowledge_transfer(student_out[1][s], teacher_out[1][t]).mean()
+               for s, t in common.pairs('pkt', student_out[1], teacher_out[1],
+                                        self.student_features, self.teacher_features))
+    return self.combine(student_out[0], teacher_out[0], batch['label'], term, {})

@@ -1,0 +1,24 @@
+"""``token_ce``: next-token cross-entropy on the response tokens, no teacher.
+
+The language-model baseline ("student from scratch") and the student SFT loss
+of sequence-level distillation (Kim & Rush 2016; the DeepSeek-R1-Distill
+recipe), where the targets are the teacher's generated responses.
+"""
+
+import dataclasses
+
+from distill_jax.llm import objectives
+from distill_jax.methods import base
+from distill_jax.registry import register
+
+
+@register('methods', 'token_ce')
+@dataclasses.dataclass(frozen=True)
+class TokenCrossEntropy(base.Method):
+  """Masked mean of ``-log p_s(target)`` over ``loss_mask``."""
+  needs_teacher = False
+
+  def loss(self, student_out, teacher_out, batch, aux, step):
+    del teacher_out, aux, step
+    ce = objectives.next_token_ce(student_out[0], batch)
+    return ce, {'ce': ce}

@@ -1,0 +1,21 @@
+"""``token_kl``: forward KL per token, ``T**2 KL(p_t || p_s)`` (word-level KD, Kim & Rush 2016).
+
+Mode covering; with ``temperature=1`` and ``ce_weight=0`` it is GKD's
+supervised KD with ``beta=0``.
+"""
+
+import dataclasses
+
+from distill_jax import losses
+from distill_jax.llm import objectives
+from distill_jax.registry import register
+
+
+@register('methods', 'token_kl')
+@dataclasses.dataclass(frozen=True)
+class TokenForwardKL(objectives.TokenDivergence):
+  """Forward KL over the vocabulary at every response token."""
+
+  def divergence(self, student_logits, teacher_logits):
+    return losses.kl_divergence(student_logits, teacher_logits,
+                                temperature=self.temperature)

@@ -1,0 +1,20 @@
+"""``token_reverse_kl``: reverse KL per token, ``T**2 KL(p_s || p_t)`` (MiniLLM's objective, token level).
+
+Mode seeking: the student is penalized for mass where the teacher has little.
+"""
+
+import dataclasses
+
+from distill_jax import losses
+from distill_jax.llm import objectives
+from distill_jax.registry import register
+
+
+@register('methods', 'token_reverse_kl')
+@dataclasses.dataclass(frozen=True)
+class TokenReverseKL(objectives.TokenDivergence):
+  """Reverse KL over the vocabulary at every response token."""
+
+  def divergence(self, student_logits, teacher_logits):
+    return losses.reverse_kl(student_logits, teacher_logits,
+                             temperature=self.temperature)

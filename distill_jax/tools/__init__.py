@@ -1,0 +1,1 @@
+"""Command-line tools (``python -m distill_jax.tools.<name>``)."""

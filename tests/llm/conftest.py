@@ -1,0 +1,153 @@
+"""Tiny Llama fixtures: a random model and GGUF / safetensors files written from it."""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from distill_jax.llm.model import Llama, LlamaConfig
+
+SPECIALS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>']
+CHAT_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+                 "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def byte_level_vocab():
+  """Specials, the 256 byte-level symbols and a few merges (GPT-2 style)."""
+  bs = list(range(ord('!'), ord('~') + 1)) + list(range(161, 173)) + list(range(174, 256))
+  cs = bs[:]
+  n = 0
+  for b in range(256):
+    if b not in bs:
+      bs.append(b)
+      cs.append(256 + n)
+      n += 1
+  symbols = [chr(c) for c in cs]
+  merges = ['Ġ t', 'h e', 'Ġt he', 'Ġ a']
+  tokens = SPECIALS + symbols + [m.replace(' ', '') for m in merges]
+  return tokens, merges
+
+
+TOKENS, MERGES = byte_level_vocab()
+
+
+def tiny_config(**overrides) -> LlamaConfig:
+  values = dict(vocab_size=len(TOKENS), hidden_size=32, intermediate_size=64, num_layers=2,
+                num_heads=4, num_kv_heads=2, rope_theta=10000.0, rms_norm_eps=1e-5,
+                tie_embeddings=False, max_seq_len=64)
+  values.update(overrides)
+  return LlamaConfig(**values)
+
+
+def random_variables(config: LlamaConfig, seed: int = 0):
+  """Random params with non-trivial norm scales (so the norms are tested too)."""
+  variables = Llama(config).init(jax.random.PRNGKey(seed), np.zeros((1, 4), np.int32))
+  variables = jax.tree.map(np.asarray, nn.unbox(variables))
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: (1 + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
+      if path[-1].key == 'scale' else x, variables)
+
+
+def to_hf(config: LlamaConfig, variables) -> dict[str, np.ndarray]:
+  """Our params in Hugging Face names and layout."""
+  p = variables['params']
+  d = config.hidden_size
+  out = {'model.embed_tokens.weight': p['embed']['embedding'],
+         'model.norm.weight': p['final_norm']['scale']}
+  if not config.tie_embeddings:
+    out['lm_head.weight'] = p['lm_head'].T
+  for i in range(config.num_layers):
+    layer, pre = p[f'layers_{i}'], f'model.layers.{i}.'
+    out[pre + 'self_attn.q_proj.weight'] = layer['attn']['q'].reshape(d, -1).T
+    out[pre + 'self_attn.k_proj.weight'] = layer['attn']['k'].reshape(d, -1).T
+    out[pre + 'self_attn.v_proj.weight'] = layer['attn']['v'].reshape(d, -1).T
+    out[pre + 'self_attn.o_proj.weight'] = layer['attn']['o'].reshape(-1, d).T
+    out[pre + 'mlp.gate_proj.weight'] = layer['mlp']['gate'].T
+    out[pre + 'mlp.up_proj.weight'] = layer['mlp']['up'].T
+    out[pre + 'mlp.down_proj.weight'] = layer['mlp']['down'].T
+    out[pre + 'input_layernorm.weight'] = layer['attn_norm']['scale']
+    out[pre + 'post_attention_layernorm.weight'] = layer['mlp_norm']['scale']
+  return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+
+
+def permute_rope_rows(w: np.ndarray, heads: int) -> np.ndarray:
+  """llama.cpp's ``convert_hf_to_gguf`` permutation of q/k rows."""
+  return (w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
+          .swapaxes(1, 2).reshape(w.shape))
+
+
+def write_gguf(path: str, config: LlamaConfig, variables, *, quant: str = 'F32',
+               with_tokenizer: bool = True) -> None:
+  """A llama.cpp-style GGUF of the tiny model (q/k rows permuted)."""
+  import gguf
+  w = gguf.GGUFWriter(path, 'llama')
+  w.add_block_count(config.num_layers)
+  w.add_context_length(config.max_seq_len)
+  w.add_embedding_length(config.hidden_size)
+  w.add_feed_forward_length(config.intermediate_size)
+  w.add_head_count(config.num_heads)
+  w.add_head_count_kv(config.num_kv_heads)
+  w.add_rope_freq_base(config.rope_theta)
+  w.add_layer_norm_rms_eps(config.rms_norm_eps)
+  w.add_vocab_size(config.vocab_size)
+  if with_tokenizer:
+    w.add_tokenizer_model('gpt2')
+    w.add_tokenizer_pre('smollm')
+    w.add_token_list(TOKENS)
+    w.add_token_types([3] * len(SPECIALS) + [1] * (len(TOKENS) - len(SPECIALS)))
+    w.add_token_merges(MERGES)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_chat_template(CHAT_TEMPLATE)
+  names = {'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight':
+           'output_norm.weight', 'lm_head.weight': 'output.weight'}
+  block = {'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k',
+           'self_attn.v_proj': 'attn_v', 'self_attn.o_proj': 'attn_output',
+           'mlp.gate_proj': 'ffn_gate', 'mlp.up_proj': 'ffn_up', 'mlp.down_proj': 'ffn_down',
+           'input_layernorm': 'attn_norm', 'post_attention_layernorm': 'ffn_norm'}
+  qtype = gguf.GGMLQuantizationType[quant]
+  for name, value in to_hf(config, variables).items():
+    if name in names:
+      gname = names[name]
+    else:
+      parts = name.split('.')
+      gname = f'blk.{parts[2]}.{block[".".join(parts[3:-1])]}.weight'
+    if gname.endswith('attn_q.weight'):
+      value = permute_rope_rows(value, config.num_heads)
+    elif gname.endswith('attn_k.weight'):
+      value = permute_rope_rows(value, config.num_kv_heads)
+    if value.ndim == 2 and quant != 'F32':
+      w.add_tensor(gname, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+    else:
+      w.add_tensor(gname, value)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+
+
+def write_safetensors(directory: str, config: LlamaConfig, variables) -> None:
+  from safetensors.numpy import save_file
+  os.makedirs(directory, exist_ok=True)
+  save_file(to_hf(config, variables), os.path.join(directory, 'model.safetensors'))
+  with open(os.path.join(directory, 'config.json'), 'w') as f:
+    json.dump({'model_type': 'llama', 'vocab_size': config.vocab_size,
+               'hidden_size': config.hidden_size,
+               'intermediate_size': config.intermediate_size,
+               'num_hidden_layers': config.num_layers,
+               'num_attention_heads': config.num_heads,
+               'num_key_value_heads': config.num_kv_heads, 'rope_theta': config.rope_theta,
+               'rms_norm_eps': config.rms_norm_eps,
+               'tie_word_embeddings': config.tie_embeddings,
+               'max_position_embeddings': config.max_seq_len}, f)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  config = tiny_config()
+  return config, random_variables(config)

