@@ -13,7 +13,6 @@ import pytest
 
 from distill_jax import losses
 from distill_jax.data import logit_cache
-from distill_jax.losses import sparse_targets
 from distill_jax.registry import register
 from distill_jax.tools import cache_teacher_logits
 
