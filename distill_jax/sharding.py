@@ -73,3 +73,9 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh,
   """
   specs = nn.get_partition_spec(boxed_tree)
   return nn.logical_to_mesh_sharding(specs, mesh, [tuple(rule) for rule in rules])
+
+
+def with_shardings(boxed_tree: Any, shardings: Any) -> Any:
+  """``jax.ShapeDtypeStruct`` leaves of the unboxed ``boxed_tree`` carrying ``shardings``."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      nn.unbox(boxed_tree), shardings)

@@ -109,9 +109,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
     teacher = build_model(teacher_config, spec.num_classes, 'teacher')
     boxed = jax.eval_shape(functools.partial(teacher.init, train=False),
                            jax.random.PRNGKey(0), sample)
-    shardings = sharding.logical_shardings(boxed, mesh, rules)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            nn.unbox(boxed), shardings)
+    abstract = sharding.with_shardings(boxed, sharding.logical_shardings(boxed, mesh, rules))
     teacher_variables = checkpoint.load_teacher(
         config.teacher.workdir, abstract,
         f'{teacher_config.model!r} {teacher_config.kwargs.to_dict()}')
@@ -133,9 +131,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
     model = config.student.model if e.role == 'student' else teacher_config.model
     raise ValueError(f'config.{e.role}: model {model!r}: {e}') from e
   state_shardings = sharding.logical_shardings(boxed_state, mesh, rules)
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      nn.unbox(boxed_state), state_shardings)
+  abstract_state = sharding.with_shardings(boxed_state, state_shardings)
   init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=state_shardings)
 
   batch_sharding = sharding.batch_sharding(mesh)
