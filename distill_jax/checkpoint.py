@@ -1,8 +1,10 @@
 """Checkpoints (orbax) of the student state, and loading a teacher from its run.
 
 A run's workdir holds ``checkpoints/<step>/``; orbax writes each step to a
-temporary folder and renames it when complete, so a checkpoint being written
-when a job is killed is never picked up: the previous one is used.
+temporary folder (``<step>.orbax-checkpoint-tmp``) and renames it when
+complete, so a checkpoint being written when a job is killed is never picked
+up: the previous one is used, and the manager deletes the leftover.
+Preemption (``distill_jax.preemption``) saves through the same path.
 A teacher is the ``params`` (+ ``model_state``) of the latest checkpoint in
 the teacher run's workdir, restored alone (partial restore) and checked
 against the teacher model's shapes first.
@@ -24,16 +26,28 @@ CONFIG_FILE = 'config.json'
 
 
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  """The run's checkpoint manager; it deletes what a killed save left half-written."""
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           cleanup_tmp_directories=True),
       item_handlers=ocp.PyTreeCheckpointHandler())
 
 
-def save(manager: ocp.CheckpointManager, state: DistillState) -> None:
-  """Saves ``state`` at its step (asynchronously; ``manager.wait_until_finished``)."""
-  manager.save(int(jax.device_get(state.step)),
-               args=ocp.args.PyTreeSave(flax.serialization.to_state_dict(state)))
+def save(manager: ocp.CheckpointManager, state: Any) -> int:
+  """Saves ``state`` at its step (asynchronously; ``manager.wait_until_finished``).
+
+  Returns the step. The arrays are copied to host memory before this returns,
+  so the caller may donate ``state`` to the next step right away.
+  """
+  step = int(jax.device_get(state.step))
+  manager.save(step, args=ocp.args.PyTreeSave(flax.serialization.to_state_dict(state)))
+  return step
+
+
+def step_dir(manager: ocp.CheckpointManager, step: int) -> str:
+  """The folder of the checkpoint at ``step``."""
+  return os.path.join(str(manager.directory), str(step))
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, abstract: Any,
@@ -47,8 +61,11 @@ def restore_latest(manager: ocp.CheckpointManager,
                    abstract_state: DistillState) -> DistillState | None:
   """The latest saved state in the shardings of ``abstract_state`` (or None)."""
   step = manager.latest_step()
-  if step is None:
-    return None
+  return None if step is None else restore_step(manager, abstract_state, step)
+
+
+def restore_step(manager: ocp.CheckpointManager, abstract_state: Any, step: int) -> Any:
+  """The state saved at ``step``, in the shardings of ``abstract_state``."""
   restored = _restore(manager, step, flax.serialization.to_state_dict(abstract_state),
                       partial=False)
   return flax.serialization.from_state_dict(abstract_state, restored)
@@ -87,6 +104,20 @@ def _shape_mismatches(saved: Any, expected: Any, path: str = '') -> list[str]:
   return []
 
 
+def _read_only_manager(workdir: str) -> ocp.CheckpointManager | None:
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return None
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=ocp.PyTreeCheckpointHandler())
+
+
+def latest_step(workdir: str) -> int | None:
+  """The step of the latest complete checkpoint of the run in ``workdir`` (None: none)."""
+  manager = _read_only_manager(workdir)
+  return manager.latest_step() if manager else None
+
+
 def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
                  description: str) -> dict[str, Any]:
   """The teacher's variables from its run's latest checkpoint.
@@ -102,9 +133,7 @@ def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
     ValueError: the checkpoint's shapes differ from the model's (each listed).
   """
   directory = os.path.join(os.path.abspath(teacher_workdir), CHECKPOINT_DIR)
-  manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False),
-      item_handlers=ocp.PyTreeCheckpointHandler()) if os.path.isdir(directory) else None
+  manager = _read_only_manager(teacher_workdir)
   step = manager.latest_step() if manager else None
   if step is None:
     raise FileNotFoundError(

@@ -28,6 +28,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.crop_padding = 0  # random translation by up to this many pixels (zero fill)
   c.data.augment.flip = False      # random horizontal flip
+  c.data.mixing = ml_collections.ConfigDict()  # in-step mixing (distill_jax/data/mixing.py)
+  c.data.mixing.mixup_alpha = 0.0  # Beta(a, a) mixup weight; 0 = off
+  c.data.mixing.cutmix_alpha = 0.0  # Beta(a, a) CutMix box; 0 = off (both on: one per batch)
 
   c.student = ml_collections.ConfigDict()
   c.student.model = 'mlp'          # registry.names('models')
@@ -39,6 +42,28 @@ def default_config() -> ml_collections.ConfigDict:
   c.teacher.model = ''             # '' = the model named in the teacher workdir's config.json
   c.teacher.kwargs = ml_collections.ConfigDict()
   c.teacher.dtype = 'float32'
+  c.teacher.view = 'consistent'    # what the teacher sees: consistent | independent | clean
+                                   # (distill_jax/data/views.py)
+
+  # How models are trained together (distill_jax/schemes/); each scheme reads
+  # only its own keys below, and setting another scheme's key is an error.
+  c.scheme = ml_collections.ConfigDict()
+  c.scheme.name = 'offline'        # offline | multi_teacher | dml | deep_to_shallow | born_again
+  # multi_teacher: the teacher runs, how their soft targets combine.
+  c.scheme.teachers = ()           # workdirs of the teacher runs (config.teacher.workdir unused)
+  c.scheme.combine = 'weighted'    # registry 'teacher_combiners': weighted | confidence | log_mean
+  c.scheme.weights = ()            # one per teacher (weighted, log_mean); () = equal weights
+  c.scheme.combine_temperature = 1.0  # T at which 'weighted' averages probabilities
+  c.scheme.teacher_resolutions = ()  # per teacher (H, W) it is fed (resized), () = as the data
+  c.scheme.feature_teacher = 0     # index of the teacher whose features feature methods use
+  # dml (deep mutual learning): peers trained together; peer 0 is config.student.
+  c.scheme.peers = ()              # model names of the other peers; () = one copy of the student
+  # deep_to_shallow (be your own teacher): auxiliary heads on intermediate features.
+  c.scheme.exits = ()              # feature names that get a head; () = every stageN/hiddenN but the last
+  c.scheme.feature_weight = 1e-6   # weight of the head-to-deepest feature L2 (BYOT's lambda)
+  # born_again: generation k is distilled from generation k-1 (same architecture).
+  c.scheme.generations = 3         # generations distilled after generation 0
+  c.scheme.first_generation = ''   # workdir of an existing generation 0 ('' = train it with ce)
 
   c.method = ml_collections.ConfigDict()
   c.method.name = 'ce'             # registry.names('methods'); other keys = its hyper-parameters
@@ -64,6 +89,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_every_epochs = 1.0  # 0 = only at the end
   c.train.checkpoint_every_epochs = 1.0
   c.train.keep_checkpoints = 2
+  c.train.nan_policy = 'stop'      # NaN/Inf loss or gradient norm: the step never updates the
+                                   # state; 'stop' = error naming the step and the last good
+                                   # checkpoint (nothing saved after it), 'skip' = go on
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                 # -1 = all devices left over
@@ -73,6 +101,11 @@ def default_config() -> ml_collections.ConfigDict:
   # Logical axis name -> mesh axis (or None = replicated). Models annotate
   # logical names only; data parallelism is the default below.
   c.sharding = ml_collections.ConfigDict()
+  c.sharding.mode = 'auto'         # auto: jit + NamedSharding (XLA partitions: DP, FSDP, TP);
+                                   # shard_map: explicit data parallel with lax.pmean (pmap-style)
+  c.sharding.large_model_bytes = 2**30  # models (or teacher sets) above this size must be sharded:
+  c.sharding.max_replicated_fraction = 0.5  # at most this share of their bytes fully replicated
+  c.sharding.teacher_rules = ()    # logical -> mesh rules of the teachers; () = the rules below
   c.sharding.rules = (
       ('batch', ('data', 'fsdp')),
       ('embed', None), ('mlp', None), ('classes', None),

@@ -1,7 +1,9 @@
 """Command line: ``python -m distill_jax.main --config=configs/<file>.py[:k=v,...] --workdir=DIR``.
 
 Any config value can also be overridden with ``--config.<key>=<value>``,
-e.g. ``--config.train.num_epochs=2``.
+e.g. ``--config.train.num_epochs=2``. Multi-host jobs run the same command on
+every host, with ``--coordinator=HOST:PORT --num_processes=N --process_id=I``
+(or the environment / TPU-SLURM-MPI auto-detection of ``distributed.py``).
 """
 
 from absl import app
@@ -9,6 +11,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from distill_jax import distributed
 from distill_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -16,6 +19,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: config.json, metrics.jsonl, checkpoints, results.json.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', '', 'Multi-host: HOST:PORT of process 0 (default: environment / auto-detect).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-host: index of this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -23,6 +30,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # Progress is printed; keep library INFO logs quiet.
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   train.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -27,23 +27,32 @@ def add_sums(total: dict[str, Any] | None, sums: dict[str, jax.Array]) -> dict[s
 
 
 def eval_summary(sums: dict[str, Any]) -> dict[str, float]:
-  """Eval sums -> accuracy, top-5, errors, cross-entropy (+ teacher figures)."""
+  """Eval sums -> accuracies, errors, cross-entropies per model (+ teacher figures).
+
+  ``sums`` holds ``count`` and, per evaluated model with name prefix ``p``
+  (``''`` = the student, ``teacher_``, ``peer1_``, ``ensemble_`` ...):
+  ``{p}correct`` -> ``{p}accuracy`` and ``{p}errors``; ``{p}correct_top5`` ->
+  ``{p}top5_accuracy``; ``{p}ce`` -> ``{p}cross_entropy``. ``kl`` becomes
+  ``kl_teacher_student``; other sums (``agreement``) are divided by ``count``.
+  """
   sums = {k: float(v) for k, v in jax.device_get(sums).items()}
-  count = sums['count']
-  summary = {
-      'accuracy': sums['correct'] / count,
-      'top5_accuracy': sums['correct_top5'] / count,
-      'errors': int(round(count - sums['correct'])),
-      'cross_entropy': sums['ce'] / count,
-      'examples': int(count),
-  }
-  if 'teacher_correct' in sums:
-    summary.update({
-        'teacher_accuracy': sums['teacher_correct'] / count,
-        'teacher_errors': int(round(count - sums['teacher_correct'])),
-        'agreement': sums['agreement'] / count,
-        'kl_teacher_student': sums['kl'] / count,
-    })
+  count = sums.pop('count')
+  summary = {}
+  # Accuracy and errors first for every model, then the other figures.
+  for key, value in sorted(sums.items(), key=lambda kv: not kv[0].endswith('correct')):
+    if key.endswith('correct_top5'):
+      summary[key.removesuffix('correct_top5') + 'top5_accuracy'] = value / count
+    elif key.endswith('correct'):
+      prefix = key.removesuffix('correct')
+      summary[prefix + 'accuracy'] = value / count
+      summary[prefix + 'errors'] = int(round(count - value))
+    elif key.endswith('ce'):
+      summary[key.removesuffix('ce') + 'cross_entropy'] = value / count
+    elif key == 'kl':
+      summary['kl_teacher_student'] = value / count
+    else:
+      summary[key] = value / count
+  summary['examples'] = int(count)
   return summary
 
 

@@ -1,7 +1,7 @@
 """One registry for everything chosen by name from a config.
 
 Namespaces: ``losses``, ``methods``, ``models``, ``datasets``, ``schemes``,
-``experiments``. Objects register themselves at import time::
+``teacher_combiners``, ``experiments``. Objects register themselves at import time::
 
     @register('methods', 'kd')
     @dataclasses.dataclass(frozen=True)
@@ -18,7 +18,8 @@ from typing import Any, Callable, TypeVar
 
 T = TypeVar('T')
 
-NAMESPACES = ('losses', 'methods', 'models', 'datasets', 'schemes', 'experiments')
+NAMESPACES = ('losses', 'methods', 'models', 'datasets', 'schemes', 'teacher_combiners',
+              'experiments')
 
 _PACKAGES = {
     'losses': 'distill_jax.losses',
@@ -26,6 +27,7 @@ _PACKAGES = {
     'models': 'distill_jax.models',
     'datasets': 'distill_jax.data',
     'schemes': 'distill_jax.schemes',
+    'teacher_combiners': 'distill_jax.schemes',
     'experiments': 'experiments',
 }
 

@@ -6,11 +6,12 @@ maps them onto mesh axes, so data parallelism, FSDP and tensor parallelism are
 config edits. The global batch is split over ``('data', 'fsdp')``.
 """
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-import math
+import jax.numpy as jnp
 import ml_collections
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -79,3 +80,38 @@ def with_shardings(boxed_tree: Any, shardings: Any) -> Any:
   """``jax.ShapeDtypeStruct`` leaves of the unboxed ``boxed_tree`` carrying ``shardings``."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       nn.unbox(boxed_tree), shardings)
+
+
+def bytes_per_device(tree: Any) -> int:
+  """Bytes one device holds of ``tree`` (``jax.ShapeDtypeStruct``/arrays with shardings)."""
+  total = 0
+  for x in jax.tree.leaves(tree):
+    shape = x.sharding.shard_shape(x.shape) if getattr(x, 'sharding', None) else x.shape
+    total += math.prod(shape) * jnp.dtype(x.dtype).itemsize
+  return total
+
+
+def check_replication(leaves: Sequence[Any], *, what: str,
+                      config: ml_collections.ConfigDict) -> None:
+  """Refuses a layout that replicates too much of a large model.
+
+  When ``leaves`` (arrays or shape structs with shardings) hold more than
+  ``config.large_model_bytes`` in all, at most ``config.max_replicated_fraction``
+  of those bytes may be fully replicated over a mesh of several devices.
+
+  Raises:
+    ValueError: naming the replicated share and the config keys to change.
+  """
+  leaves = [x for x in leaves if getattr(x, 'sharding', None) is not None]
+  total = sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in leaves)
+  if not leaves or total <= config.large_model_bytes or len(leaves[0].sharding.device_set) < 2:
+    return
+  replicated = sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in leaves
+                   if x.sharding.is_fully_replicated)
+  if replicated > config.max_replicated_fraction * total:
+    raise ValueError(
+        f'{what.capitalize()} ({total / 2**30:.2f} GiB) would be {replicated / total:.0%} '
+        f'replicated on every device (limit: sharding.max_replicated_fraction='
+        f'{config.max_replicated_fraction}). Shard them with sharding.rules (e.g. '
+        "('embed', 'fsdp'), ('mlp', 'tensor')) and a mesh with fsdp/tensor > 1, or raise "
+        'sharding.max_replicated_fraction / sharding.large_model_bytes.')

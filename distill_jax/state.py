@@ -45,6 +45,36 @@ class DistillState:
     return {'params': self.params, **self.model_state}
 
 
+@flax.struct.dataclass
+class PeersState:
+  """The state of models trained together (``schemes.dml``): one ``DistillState`` each.
+
+  Attributes:
+    peers: tuple of ``DistillState``, each with its own params, optimizer
+      state and rng; they step together.
+  """
+  peers: tuple[DistillState, ...]
+
+  @property
+  def step(self) -> jax.Array:
+    return self.peers[0].step
+
+
+def init_model(rngs: dict[str, jax.Array], model: nn.Module, sample_images: jax.Array
+               ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+  """``(params, other collections, feature shapes)`` of a freshly initialised model.
+
+  ``rngs``: ``{'params': key, 'dropout': key}``. Params keep their
+  ``nn.LogicallyPartitioned`` boxes; the features are ``jax.ShapeDtypeStruct``
+  (what ``Method.init_aux`` takes).
+  """
+  variables = dict(model.init(rngs, sample_images, train=False))
+  params = variables.pop('params')
+  _, features = jax.eval_shape(lambda v: model.apply(v, sample_images, train=False),
+                               nn.unbox({'params': params, **variables}))
+  return params, variables, features
+
+
 def init_boxed_state(rng: jax.Array, *, student: nn.Module, method: Method,
                      optimizer: optax.GradientTransformation,
                      sample_images: jax.Array,
@@ -68,18 +98,13 @@ def init_boxed_state(rng: jax.Array, *, student: nn.Module, method: Method,
       state such as a memory bank).
   """
   init_rng, dropout_rng, aux_rng, state_rng, method_rng = jax.random.split(rng, 5)
-  variables = student.init({'params': init_rng, 'dropout': dropout_rng},
-                           sample_images, train=False)
-  variables = dict(variables)
-  params = variables.pop('params')
-  _, student_features = jax.eval_shape(
-      lambda v: student.apply(v, sample_images, train=False),
-      nn.unbox({'params': params, **variables}))
+  params, model_state, student_features = init_model(
+      {'params': init_rng, 'dropout': dropout_rng}, student, sample_images)
   aux_params = method.init_aux(aux_rng, student_features, teacher_features)
   method_state = method.init_state(method_rng, student_features, teacher_features,
                                    num_train=num_train)
   opt_state = optimizer.init({'student': params, 'aux': aux_params})
   return DistillState(
-      step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+      step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
       aux_params=aux_params, opt_state=opt_state, method_state=method_state,
       rng=state_rng)

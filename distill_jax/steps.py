@@ -1,8 +1,11 @@
-"""Pure step functions: one training update and one evaluation batch.
+"""Pure step functions of offline distillation, and the pieces other schemes share.
 
-Both are module-level pure functions; ``train.py`` binds the static parts
-(models, method, optimizer, data spec) with ``functools.partial`` and compiles
-them once with ``jax.jit`` and explicit shardings.
+``train_step`` / ``eval_step`` are module-level pure functions; a scheme binds
+their static parts (models, method, optimizer, data spec) with
+``functools.partial`` and ``schemes.base.compile_scheme`` jits them once with
+explicit shardings. A teacher is given as ``teacher_fn(teacher_variables,
+images, batch) -> (logits, features)``: one model (``teacher_forward``) or a
+combination of several (``schemes.multi_teacher``).
 """
 
 from typing import Any, Callable
@@ -10,40 +13,83 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from distill_jax.data import augment
+from distill_jax.data import views
 from distill_jax.losses import kl_divergence
 from distill_jax.methods.base import Method
 from distill_jax.state import DistillState
 
 Batch = dict[str, jax.Array]
+ModelOutput = tuple[jax.Array, dict[str, jax.Array]]
+TeacherFn = Callable[[Any, jax.Array, Batch], ModelOutput]
 
 
-def prepare_images(rng: jax.Array | None, images: jax.Array, *, mean, std,
-                   augment_config: ml_collections.ConfigDict | None) -> jax.Array:
-  """uint8 ``[B, H, W, C]`` -> normalized float32, augmented when ``rng`` is given."""
-  if rng is not None:
-    images = augment.augment(rng, images, augment_config)
-  return augment.normalize(images, mean, std)
-
-
-def teacher_forward(teacher: nn.Module | None, teacher_variables: Any,
-                    images: jax.Array):
-  """The teacher's ``(logits, features)`` in eval mode, never differentiated."""
-  if teacher is None:
-    return None
+def teacher_forward(teacher: nn.Module, teacher_variables: Any, images: jax.Array,
+                    batch: Batch | None = None) -> ModelOutput:
+  """One teacher's ``(logits, features)`` in eval mode, never differentiated."""
+  del batch
   return jax.lax.stop_gradient(teacher.apply(teacher_variables, images, train=False))
 
 
+def forward_train(model: nn.Module, params: Any, model_state: Any, images: jax.Array,
+                  dropout_rng: jax.Array) -> tuple[ModelOutput, Any]:
+  """``((logits, features), new_model_state)`` of a model in training mode."""
+  return model.apply({'params': params, **model_state}, images, train=True,
+                     rngs={'dropout': dropout_rng}, mutable=list(model_state))
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Top-1 accuracy of ``logits`` [B, K] against int ``labels`` [B]."""
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def apply_gradients(state: DistillState, grads: dict[str, Any], *,
+                    optimizer: optax.GradientTransformation, model_state: Any,
+                    method_state: Any) -> DistillState:
+  """One optimizer update of ``{'student': params, 'aux': aux_params}``; step + 1."""
+  trainable = {'student': state.params, 'aux': state.aux_params}
+  updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+  trainable = optax.apply_updates(trainable, updates)
+  return state.replace(
+      step=state.step + 1, params=trainable['student'], model_state=model_state,
+      aux_params=trainable['aux'], opt_state=opt_state, method_state=method_state)
+
+
+def is_finite_update(loss: jax.Array, grad_norm: jax.Array) -> jax.Array:
+  """bool scalar: both the loss and the global gradient norm are finite."""
+  return jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+
+def keep_if_finite(finite: jax.Array, new_state: DistillState,
+                   state: DistillState) -> DistillState:
+  """``new_state`` if ``finite``, else ``state`` (params, optimizer and model
+  state all unchanged) with only the step advanced.
+
+  A step with a non-finite loss or gradient thus never writes NaN/Inf into
+  the state; the loop applies ``config.train.nan_policy`` (stop or skip) from
+  the step's ``nonfinite`` metric.
+  """
+  kept = state.replace(step=new_state.step)
+  return jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
+
+
 def train_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
-               student: nn.Module, teacher: nn.Module | None, method: Method,
+               student: nn.Module, teacher_fn: TeacherFn | None, method: Method,
                optimizer: optax.GradientTransformation,
-               schedule: Callable[[jax.Array], jax.Array], mean, std,
-               augment_config: ml_collections.ConfigDict
+               schedule: Callable[[jax.Array], jax.Array],
+               view_kwargs: dict[str, Any], teacher_view: str = 'consistent',
+               batch_axes: tuple[str, ...] | None = None
                ) -> tuple[DistillState, dict[str, jax.Array]]:
   """One update of the student (and the method's connectors).
+
+  Under ``jax.jit`` (``batch_axes=None``) the step sees the global batch and
+  XLA inserts the collectives. Inside ``jax.shard_map`` (the explicit
+  data-parallel path, ``schemes.base.data_parallel``) it sees this shard's
+  batch and ``batch_axes`` names the mesh axes to average gradients, batch
+  statistics and metrics over with ``lax.pmean`` (what ``pmap`` code did);
+  augmentation draws are then per shard (``fold_in`` of the shard index).
 
   Args:
     state: the student state (donated by the caller).
@@ -51,43 +97,83 @@ def train_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
     batch: ``image`` uint8 ``[B, H, W, C]``, ``label`` int32 ``[B]``,
       ``index`` int32 ``[B]`` (positions in the split) (global batch, sharded
       over the mesh's batch axes).
+    teacher_fn: the teacher (None: the method needs none).
+    view_kwargs: ``data.views.make_views`` arguments (mean, std, augment and
+      mixing configs).
+    teacher_view: what the teacher sees (``data.views.TEACHER_VIEWS``).
 
   Returns:
-    The new state and scalar metrics (means over the global batch).
+    The new state and scalar metrics (means over the global batch);
+    ``nonfinite`` is 1.0 when the loss or gradient norm was NaN/Inf, and then
+    only the step of the state advanced (``keep_if_finite``).
   """
   rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, dropout_rng = jax.random.split(rng)
-  images = prepare_images(augment_rng, batch['image'], mean=mean, std=std,
-                          augment_config=augment_config)
-  teacher_out = teacher_forward(teacher, teacher_variables, images)
-  model_batch = {**batch, 'image': images}
+  if batch_axes:
+    shard = jax.lax.axis_index(batch_axes)
+    augment_rng, dropout_rng = (jax.random.fold_in(augment_rng, shard),
+                                jax.random.fold_in(dropout_rng, shard))
+  model_batch, teacher_images = views.make_views(
+      augment_rng, batch, teacher_view=teacher_view, **view_kwargs)
+  teacher_out = None
+  if teacher_fn is not None:
+    teacher_out = jax.lax.stop_gradient(teacher_fn(teacher_variables, teacher_images, model_batch))
 
   def loss_fn(trainable):
-    (logits, features), new_model_state = student.apply(
-        {'params': trainable['student'], **state.model_state}, images, train=True,
-        rngs={'dropout': dropout_rng}, mutable=list(state.model_state))
+    out, new_model_state = forward_train(student, trainable['student'], state.model_state,
+                                         model_batch['image'], dropout_rng)
     loss, metrics, method_state = method.loss_with_state(
-        (logits, features), teacher_out, model_batch, trainable['aux'],
-        state.step, state.method_state)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+        out, teacher_out, model_batch, trainable['aux'], state.step, state.method_state)
     return loss, (new_model_state, jax.lax.stop_gradient(method_state),
-                  {**metrics, 'accuracy': accuracy})
+                  {**metrics, 'accuracy': accuracy(out[0], batch['label'])})
 
   trainable = {'student': state.params, 'aux': state.aux_params}
   (loss, (model_state, method_state, metrics)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(trainable)
-  updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
-  trainable = optax.apply_updates(trainable, updates)
-  new_state = state.replace(
-      step=state.step + 1, params=trainable['student'], model_state=model_state,
-      aux_params=trainable['aux'], opt_state=opt_state, method_state=method_state)
-  metrics = {**metrics, 'loss': loss, 'grad_norm': optax.tree.norm(grads),
-             'learning_rate': schedule(state.step)}
-  return new_state, metrics
+  if batch_axes:
+    grads, model_state, metrics, loss = jax.lax.pmean(
+        (grads, model_state, metrics, loss), batch_axes)
+  new_state = apply_gradients(state, grads, optimizer=optimizer, model_state=model_state,
+                              method_state=method_state)
+  grad_norm = optax.tree.norm(grads)
+  finite = is_finite_update(loss, grad_norm)
+  metrics = {**metrics, 'loss': loss, 'grad_norm': grad_norm,
+             'learning_rate': schedule(state.step),
+             'nonfinite': jnp.logical_not(finite).astype(jnp.float32)}
+  return keep_if_finite(finite, new_state, state), metrics
 
 
-def eval_step(student_variables: Any, teacher_variables: Any, batch: Batch, *,
-              student: nn.Module, teacher: nn.Module | None, mean, std
+def eval_images(batch: Batch, *, mean, std) -> jax.Array:
+  """The un-augmented, normalised float32 images ``[B, H, W, C]`` of an eval batch."""
+  return augment.normalize(batch['image'], mean, std)
+
+
+def classification_sums(logits: jax.Array, batch: Batch, prefix: str = '') -> dict[str, jax.Array]:
+  """``{prefix}correct``, ``{prefix}correct_top5``, ``{prefix}ce``: sums over ``batch['mask']``.
+
+  Args:
+    logits: ``[B, K]`` (or log-probabilities).
+    batch: ``label`` int32 ``[B]`` and ``mask`` ``[B]`` (1 = a real example).
+  """
+  mask = batch['mask'].astype(jnp.float32)
+  labels = batch['label']
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  return {
+      f'{prefix}correct': jnp.sum(mask * (jnp.argmax(logits, -1) == labels)),
+      f'{prefix}correct_top5': jnp.sum(mask * jnp.any(top5 == labels[:, None], -1)),
+      f'{prefix}ce': jnp.sum(mask * optax.softmax_cross_entropy_with_integer_labels(
+          logits.astype(jnp.float32), labels)),
+  }
+
+
+def ensemble_log_probs(logits: list[jax.Array]) -> jax.Array:
+  """``log(mean_i softmax(logits_i))``: the probability-averaging ensemble, ``[B, K]``."""
+  log_probs = jnp.stack([jax.nn.log_softmax(x.astype(jnp.float32)) for x in logits])
+  return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(logits))
+
+
+def eval_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
+              student: nn.Module, teacher_fn: TeacherFn | None, mean, std
               ) -> dict[str, jax.Array]:
   """Sums over the real (``mask``) examples of one padded evaluation batch.
 
@@ -95,22 +181,14 @@ def eval_step(student_variables: Any, teacher_variables: Any, batch: Batch, *,
   ``ce``; with a teacher also ``teacher_correct``, ``agreement`` (same top-1)
   and ``kl`` (KL(teacher || student) at T=1, nats).
   """
-  images = prepare_images(None, batch['image'], mean=mean, std=std, augment_config=None)
+  images = eval_images(batch, mean=mean, std=std)
   mask = batch['mask'].astype(jnp.float32)
-  labels = batch['label']
-  logits = student.apply(student_variables, images, train=False)[0]
-  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-  prediction = jnp.argmax(logits, -1)
-  sums = {
-      'count': mask.sum(),
-      'correct': jnp.sum(mask * (prediction == labels)),
-      'correct_top5': jnp.sum(mask * jnp.any(top5 == labels[:, None], -1)),
-      'ce': jnp.sum(mask * optax.softmax_cross_entropy_with_integer_labels(logits, labels)),
-  }
-  if teacher is not None:
-    teacher_logits = teacher_forward(teacher, teacher_variables, images)[0]
+  logits = student.apply(state.student_variables, images, train=False)[0]
+  sums = {'count': mask.sum(), **classification_sums(logits, batch)}
+  if teacher_fn is not None:
+    teacher_logits = teacher_fn(teacher_variables, images, batch)[0]
     teacher_prediction = jnp.argmax(teacher_logits, -1)
-    sums['teacher_correct'] = jnp.sum(mask * (teacher_prediction == labels))
-    sums['agreement'] = jnp.sum(mask * (teacher_prediction == prediction))
+    sums['teacher_correct'] = jnp.sum(mask * (teacher_prediction == batch['label']))
+    sums['agreement'] = jnp.sum(mask * (teacher_prediction == jnp.argmax(logits, -1)))
     sums['kl'] = jnp.sum(mask * kl_divergence(logits, teacher_logits))
   return sums

@@ -13,12 +13,12 @@ import json
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from distill_jax import checkpoint
 from distill_jax import data
@@ -26,58 +26,32 @@ from distill_jax import defaults
 from distill_jax import methods
 from distill_jax import metrics as metrics_lib
 from distill_jax import optim
-from distill_jax import registry
+from distill_jax import preemption
+from distill_jax import schemes
 from distill_jax import sharding
-from distill_jax import state as state_lib
-from distill_jax import steps
+from distill_jax.data import mixing
+from distill_jax.data import views
 
 RESULTS_FILE = 'results.json'
 
 
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
-                role: str) -> nn.Module:
-  """``registry.get('models', name)(num_classes=..., dtype=..., **kwargs)``."""
-  cls = registry.get('models', model_config.model)
-  kwargs = model_config.kwargs.to_dict()
-  try:
-    return cls(num_classes=num_classes, dtype=jnp.dtype(model_config.dtype), **kwargs)
-  except TypeError as e:
-    raise ValueError(
-        f'config.{role}: model {model_config.model!r} does not accept the '
-        f'arguments {kwargs}: {e}') from e
-
-
-def _teacher_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The teacher's model config, read from (and checked against) its workdir."""
-  saved = checkpoint.read_config(config.teacher.workdir)['student']
-  teacher = ml_collections.ConfigDict(config.teacher.to_dict())
-  if not teacher.model:
-    teacher.model = saved['model']
-    teacher.kwargs = ml_collections.ConfigDict(saved['kwargs'])
-  elif (teacher.model, teacher.kwargs.to_dict()) != (saved['model'], saved['kwargs']):
-    raise ValueError(
-        f'config.teacher asks for model {teacher.model!r} {teacher.kwargs.to_dict()}, '
-        f'but the run in {config.teacher.workdir!r} trained {saved["model"]!r} '
-        f'{saved["kwargs"]}. Leave config.teacher.model empty to use the saved one.')
-  return teacher
-
-
 @dataclasses.dataclass
 class Experiment:
-  """Everything ``run`` builds before touching the workdir."""
-  config: ml_collections.ConfigDict
-  mesh: Any
-  spec: Any
-  num_train: int
-  steps_per_epoch: int
-  total_steps: int
-  student: nn.Module
-  teacher: nn.Module | None
-  teacher_variables: Any
-  abstract_state: Any
-  init_fn: Any
-  train_fn: Any
-  eval_fn: Any
+  """Everything ``run`` builds before touching the workdir.
+
+  ``compiled`` is the scheme's state layout and compiled steps
+  (``schemes.base.Compiled``); ``context`` what the scheme was built from.
+  """
+  context: schemes.Context
+  compiled: schemes.Compiled
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.context.config
+
+  @property
+  def mesh(self):
+    return self.context.mesh
 
 
 def _every(epochs: float, steps_per_epoch: int, total_steps: int) -> int:
@@ -85,8 +59,14 @@ def _every(epochs: float, steps_per_epoch: int, total_steps: int) -> int:
 
 
 def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
-  """Checks the config and builds models, data facts, state layout and steps."""
+  """Checks the config and builds data facts, models, state layout and steps."""
   defaults.validate(config)
+  scheme = schemes.get(config)
+  views.check_teacher_view(config.teacher.view)
+  if config.sharding.mode not in schemes.base.SHARDING_MODES:
+    raise ValueError(f'sharding.mode={config.sharding.mode!r}; choose one of '
+                     f'{", ".join(schemes.base.SHARDING_MODES)}.')
+  mixing.alphas(config.data.mixing)
   data_dir = config.data.data_dir or None
   spec = data.dataset_spec(config.data.name)
   num_train = data.num_examples(config.data.name, config.data.train_split, data_dir)
@@ -98,61 +78,16 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
     raise ValueError(f'train.batch_size={config.train.batch_size} is larger than the '
                      f'{num_train} training examples of {config.data.name}.')
   total_steps = config.train.num_steps or math.ceil(config.train.num_epochs * steps_per_epoch)
-
-  method = methods.from_config(config.method)
-  student = build_model(config.student, spec.num_classes, 'student')
-  teacher = teacher_variables = teacher_features = None
-  rules = config.sharding.rules
-  sample = jnp.zeros((1, *spec.image_shape), jnp.float32)
-  if config.teacher.workdir:
-    teacher_config = _teacher_model_config(config)
-    teacher = build_model(teacher_config, spec.num_classes, 'teacher')
-    boxed = jax.eval_shape(functools.partial(teacher.init, train=False),
-                           jax.random.PRNGKey(0), sample)
-    abstract = sharding.with_shardings(boxed, sharding.logical_shardings(boxed, mesh, rules))
-    teacher_variables = checkpoint.load_teacher(
-        config.teacher.workdir, abstract,
-        f'{teacher_config.model!r} {teacher_config.kwargs.to_dict()}')
-    teacher_features = jax.eval_shape(
-        lambda v: teacher.apply(v, sample, train=False), teacher_variables)[1]
-  elif method.needs_teacher:
-    raise ValueError(f'Method {config.method.name!r} needs a teacher: set '
-                     'config.teacher.workdir to the teacher run\'s workdir.')
-
   schedule = optim.make_schedule(config.optim, steps_per_epoch=steps_per_epoch,
                                  total_steps=total_steps)
-  optimizer = optim.make_optimizer(config.optim, schedule)
-  boxed_init = functools.partial(
-      state_lib.init_boxed_state, student=student, method=method, optimizer=optimizer,
-      sample_images=sample, teacher_features=teacher_features, num_train=num_train)
-  try:
-    boxed_state = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
-  except methods.MissingFeatureError as e:
-    model = config.student.model if e.role == 'student' else teacher_config.model
-    raise ValueError(f'config.{e.role}: model {model!r}: {e}') from e
-  state_shardings = sharding.logical_shardings(boxed_state, mesh, rules)
-  abstract_state = sharding.with_shardings(boxed_state, state_shardings)
-  init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=state_shardings)
-
-  batch_sharding = sharding.batch_sharding(mesh)
-  replicated = sharding.replicated(mesh)
-  teacher_shardings = (jax.tree.map(lambda x: x.sharding, teacher_variables)
-                       if teacher is not None else None)
-  train_fn = jax.jit(
-      functools.partial(
-          steps.train_step, student=student,
-          teacher=teacher if method.needs_teacher else None, method=method,
-          optimizer=optimizer, schedule=schedule, mean=spec.mean, std=spec.std,
-          augment_config=config.data.augment),
-      in_shardings=(state_shardings, teacher_shardings, batch_sharding),
-      out_shardings=(state_shardings, replicated), donate_argnums=0)
-  eval_fn = jax.jit(
-      functools.partial(steps.eval_step, student=student, teacher=teacher,
-                        mean=spec.mean, std=spec.std),
-      out_shardings=replicated)
-  return Experiment(config, mesh, spec, num_train, steps_per_epoch, total_steps,
-                    student, teacher, teacher_variables, abstract_state, init_fn,
-                    train_fn, eval_fn)
+  context = schemes.Context(
+      config=config, mesh=mesh, spec=spec, num_train=num_train,
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      method=methods.from_config(config.method),
+      student=schemes.build_model(config.student, spec.num_classes, 'student'),
+      optimizer=optim.make_optimizer(config.optim, schedule), schedule=schedule,
+      sample_images=jnp.zeros((1, *spec.image_shape), jnp.float32))
+  return Experiment(context, scheme(context))
 
 
 def _global_batch(local: dict[str, Any], batch_sharding) -> dict[str, jax.Array]:
@@ -160,25 +95,38 @@ def _global_batch(local: dict[str, Any], batch_sharding) -> dict[str, jax.Array]
           for k, v in local.items()}
 
 
-def evaluate(exp: Experiment, state: state_lib.DistillState) -> dict[str, float]:
-  """Accuracy etc. of the student (and teacher) on ``config.data.eval_split``."""
-  config = exp.config
-  batch_sharding = sharding.batch_sharding(exp.mesh)
+def evaluate_with(config: ml_collections.ConfigDict, mesh,
+                  eval_fn: Callable[[dict[str, jax.Array]], dict[str, jax.Array]]
+                  ) -> dict[str, float]:
+  """``metrics.eval_summary`` of ``eval_fn(global batch)`` summed over ``config.data.eval_split``."""
+  batch_sharding = sharding.batch_sharding(mesh)
   total = None
   for local in data.eval_batches(
       config.data.name, data_dir=config.data.data_dir or None,
       split=config.data.eval_split, global_batch_size=config.train.eval_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count()):
-    sums = exp.eval_fn(state.student_variables, exp.teacher_variables,
-                       _global_batch(local, batch_sharding))
-    total = metrics_lib.add_sums(total, sums)
+    total = metrics_lib.add_sums(total, eval_fn(_global_batch(local, batch_sharding)))
   return metrics_lib.eval_summary(total)
+
+
+def evaluate(exp: Experiment, state) -> dict[str, float]:
+  """Accuracy etc. of the scheme's models on ``config.data.eval_split``."""
+  compiled = exp.compiled
+  return evaluate_with(exp.config, exp.mesh,
+                       lambda batch: compiled.eval_fn(state, compiled.teacher_variables, batch))
 
 
 def _format_duration(seconds: float) -> str:
   seconds = int(seconds)
   return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else (
       f'{seconds // 60}m{seconds % 60:02d}s')
+
+
+def _format_bytes(count: int) -> str:
+  for unit, size in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+    if count >= size:
+      return f'{count / size:.1f} {unit}'
+  return f'{count} B'
 
 
 def _log(message: str) -> None:
@@ -197,80 +145,238 @@ def _prepare_workdir(workdir: str) -> str:
   return workdir
 
 
+NAN_POLICIES = ('stop', 'skip')
+
+
+class NonFiniteError(FloatingPointError):
+  """A step's loss or gradient norm was NaN/Inf and ``train.nan_policy`` is ``'stop'``."""
+
+
+def _check_nan_policy(config: ml_collections.ConfigDict) -> None:
+  if config.train.nan_policy not in NAN_POLICIES:
+    raise ValueError(
+        f'config.train.nan_policy={config.train.nan_policy!r}: use \'stop\' (stop at a '
+        'NaN/Inf loss or gradient, keeping the last good checkpoint) or \'skip\' (drop '
+        'such steps and go on).')
+
+
+def _drop_rows_after(workdir: str, step: int) -> None:
+  """Removes rows past ``step`` from ``metrics.jsonl``: a killed run logged them
+  (the last maybe half-written), and the resumed run logs them again."""
+  path = os.path.join(workdir, metrics_lib.METRICS_FILE)
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+
+  def keep(line):
+    try:
+      return json.loads(line)['step'] <= step
+    except (json.JSONDecodeError, KeyError, TypeError):
+      return False
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line if line.endswith('\n') else line + '\n' for line in lines if keep(line)]
+  if len(kept) < len(lines):
+    with open(path + '.tmp', 'w') as f:
+      f.writelines(kept)
+    os.replace(path + '.tmp', path)
+
+
+class _Preempted(Exception):
+  """A generation of a born-again chain was preempted (the chain stops there)."""
+
+  def __init__(self, results: dict[str, Any]):
+    super().__init__(results['workdir'])
+    self.results = results
+
+
+def _run_chain(config: ml_collections.ConfigDict, workdir: str, devices) -> dict[str, Any]:
+  """``schemes.born_again.run_chain``, stopped (not continued) by a preempted generation."""
+  def run_generation(generation_config, generation_workdir):
+    results = run(generation_config, generation_workdir, devices=devices)
+    if results.get('preempted'):
+      raise _Preempted(results)
+    return results
+
+  try:
+    return schemes.born_again.run_chain(
+        config, workdir, run=run_generation,
+        build=functools.partial(build, devices=devices), evaluate_with=evaluate_with)
+  except _Preempted as e:
+    results = {'preempted': True, 'step': e.results['step'],
+               'generation_workdir': e.results['workdir'], 'workdir': workdir}
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
   """Trains ``config``'s student in ``workdir`` (resuming if it has checkpoints).
 
-  Returns the final results (also written to ``workdir/results.json``).
+  Returns the final results (also written to ``workdir/results.json``). On a
+  preemption notice (SIGTERM; ``distill_jax.preemption``) it saves a
+  checkpoint at the next step boundary and returns ``{'preempted': True,
+  'step': ...}`` instead; rerunning resumes bit-exactly.
+
+  Raises:
+    NonFiniteError: a NaN/Inf loss or gradient with ``train.nan_policy='stop'``.
   """
   start_time = time.time()
   workdir = _prepare_workdir(workdir)
-  exp = build(config, devices)
-  num_params = sum(x.size for x in jax.tree.leaves(exp.abstract_state.params))
-  _log(f'{config.student.model}: {num_params:,} params; {exp.num_train} training '
-       f'examples, {exp.steps_per_epoch} steps/epoch, {exp.total_steps} steps; '
-       f'mesh {dict(exp.mesh.shape)}')
+  _check_nan_policy(config)
+  with preemption.watch() as notice:
+    if config.scheme.name == 'born_again':
+      defaults.validate(config)
+      return _run_chain(config, workdir, devices)
+    exp = build(config, devices)
+    context, compiled = exp.context, exp.compiled
+    num_params = compiled.num_params
+    _log(f'{config.scheme.name}: {config.student.model} ({num_params:,} params), '
+         f'method {config.method.name}; {context.num_train} training examples, '
+         f'{context.steps_per_epoch} steps/epoch, {context.total_steps} steps; '
+         f'mesh {dict(exp.mesh.shape)}')
+    _log('per device: ' + ', '.join(f'{k} {_format_bytes(v)}' for k, v in compiled.memory.items()))
 
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    checkpoint.write_config(workdir, config)
-  manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
-  state = checkpoint.restore_latest(manager, exp.abstract_state)
-  if state is None:
-    state = exp.init_fn(jax.random.PRNGKey(config.seed))
-  start_step = int(jax.device_get(state.step))
-  if start_step:
-    _log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+      checkpoint.write_config(workdir, config)
+    manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
+    state = checkpoint.restore_latest(manager, compiled.abstract_state)
+    if state is None:
+      state = compiled.init_fn(jax.random.PRNGKey(config.seed))
+    start_step = int(jax.device_get(state.step))
+    if start_step:
+      _log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
+    _drop_rows_after(workdir, start_step)
 
-  writer = metrics_lib.MetricWriter(workdir)
-  results = _train_loop(exp, state, manager, writer, start_step)
+    writer = metrics_lib.MetricWriter(workdir)
+    try:
+      results = _train_loop(exp, state, manager, writer, start_step, notice)
+    finally:
+      writer.close()
+      manager.close()  # Waits for a save in flight.
   results.update(num_params=num_params, wall_time_s=time.time() - start_time,
-                 steps=exp.total_steps, workdir=workdir)
+                 steps=context.total_steps, workdir=workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
       json.dump(results, f, indent=2)
-  writer.close()
-  manager.close()
   return results
 
 
-def _train_loop(exp: Experiment, state, manager, writer, start_step: int) -> dict[str, Any]:
-  config, total = exp.config, exp.total_steps
-  eval_every = _every(config.train.eval_every_epochs, exp.steps_per_epoch, total)
-  checkpoint_every = _every(config.train.checkpoint_every_epochs, exp.steps_per_epoch, total)
+def _is_nonfinite(step_metrics: dict[str, Any]) -> bool:
+  return bool(step_metrics.get('nonfinite', 0.0) > 0 or not np.isfinite(step_metrics['loss'])
+              or not np.isfinite(step_metrics.get('grad_norm', 0.0)))
+
+
+def _describe_nonfinite(step: int, step_metrics: dict[str, Any]) -> str:
+  """'Step 5: the loss is not finite (loss=nan, grad_norm=1.15)'."""
+  bad = [name for name in ('loss', 'grad_norm')
+         if not np.isfinite(step_metrics.get(name, 0.0))] or ['loss']
+  values = ', '.join(f'{name}={float(step_metrics[name]):.4g}' for name in ('loss', 'grad_norm')
+                     if name in step_metrics)
+  return (f'Step {step}: the {" and the ".join(bad)} {"is" if len(bad) == 1 else "are"} '
+          f'not finite ({values})')
+
+
+class _NonFiniteGuard:
+  """Applies ``train.nan_policy`` to fetched per-step metrics, before anything is saved.
+
+  The steps themselves never write a non-finite update into the state
+  (``steps.keep_if_finite``); this decides whether the run stops or goes on.
+  """
+
+  def __init__(self, policy: str, manager):
+    self.policy, self.manager = policy, manager
+    self.skipped = 0
+
+  def check(self, fetched: list[tuple[int, dict[str, Any]]]) -> None:
+    for step, step_metrics in fetched:
+      if _is_nonfinite(step_metrics):
+        if self.policy == 'stop':
+          raise self._error(step, step_metrics)
+        if not self.skipped:
+          _log(f'{_describe_nonfinite(step, step_metrics)}: the step was skipped '
+               '(train.nan_policy=skip); later ones are counted in the log lines.')
+        self.skipped += 1
+
+  def _error(self, step: int, step_metrics: dict[str, Any]) -> NonFiniteError:
+    self.manager.wait_until_finished()
+    good = self.manager.latest_step()
+    where = (f'The last good checkpoint is step {good}: {checkpoint.step_dir(self.manager, good)} '
+             '(rerunning resumes from there).' if good is not None else
+             'No checkpoint was saved before it (a rerun starts from scratch).')
+    return NonFiniteError(
+        f'{_describe_nonfinite(step, step_metrics)}; training stopped '
+        f'(train.nan_policy=stop) and saved nothing after step {step - 1}. {where} '
+        'Lower optim.learning_rate, set optim.grad_clip_norm, or set '
+        'train.nan_policy=skip to drop such steps.')
+
+
+def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
+                notice: preemption.Notice) -> dict[str, Any]:
+  config, context, compiled = exp.config, exp.context, exp.compiled
+  total, steps_per_epoch = context.total_steps, context.steps_per_epoch
+  log_every = config.train.log_every_steps
+  eval_every = _every(config.train.eval_every_epochs, steps_per_epoch, total)
+  checkpoint_every = _every(config.train.checkpoint_every_epochs, steps_per_epoch, total)
+  guard = _NonFiniteGuard(config.train.nan_policy, manager)
+  if start_step < total and notice.reached(start_step, boundary=True):
+    _log(f'{notice.signal_name} received before training resumed; stopping at step '
+         f'{start_step} (nothing new to save).')
+    return {'preempted': True, 'step': start_step, 'nonfinite_steps': 0}
   batch_sharding = sharding.batch_sharding(exp.mesh)
   batches = data.train_batches(
       config.data.name, data_dir=config.data.data_dir or None,
       split=config.data.train_split, global_batch_size=config.train.batch_size,
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count())
-  pending = []
+  pending = []  # (step, metrics on device): fetched at log/checkpoint/preemption steps only.
+  window = []   # (step, fetched metrics) of the current log window.
   window_start, window_step = time.time(), start_step
   for step in range(start_step + 1, total + 1):
-    state, step_metrics = exp.train_fn(state, exp.teacher_variables,
-                                       _global_batch(next(batches), batch_sharding))
-    pending.append(step_metrics)
-    if step % config.train.log_every_steps == 0 or step == total:
-      scalars = metrics_lib.mean_of(pending)
+    state, step_metrics = compiled.train_fn(state, compiled.teacher_variables,
+                                            _global_batch(next(batches), batch_sharding))
+    pending.append((step, step_metrics))
+    log_now = step % log_every == 0 or step == total
+    save_now = step % checkpoint_every == 0 or step == total
+    preempted = notice.reached(step, boundary=log_now or save_now)
+    if log_now or save_now or preempted:
+      fetched = jax.device_get(pending)
       pending = []
+      guard.check(fetched)  # Raises (nan_policy=stop) before anything is saved.
+      window += fetched
+    if log_now:  # (A preempted run drops its partial window: rows keep the cadence.)
+      good = [m for _, m in window if not _is_nonfinite(m)]
+      scalars = metrics_lib.mean_of(good or [m for _, m in window])
+      scalars.pop('nonfinite', None)
+      scalars['nonfinite_steps'] = len(window) - len(good)
+      window = []
       now = time.time()
       rate = (step - window_step) / max(now - window_start, 1e-9)
       window_start, window_step = now, step
       writer.write(step, {f'train/{k}': v for k, v in scalars.items()} |
                    {'train/steps_per_second': rate})
-      _log(f'step {step}/{total} (epoch {step / exp.steps_per_epoch:.2f}) | '
+      skipped = scalars['nonfinite_steps']
+      _log(f'step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | '
            f'loss {scalars["loss"]:.4f} acc {scalars["accuracy"]:.4f} | '
            f'{rate:.1f} steps/s, {rate * config.train.batch_size:.0f} ex/s | '
-           f'ETA {_format_duration((total - step) / max(rate, 1e-9))}')
-    if step % eval_every == 0 or step == total:
+           f'ETA {_format_duration((total - step) / max(rate, 1e-9))}' +
+           (f' | {skipped} non-finite step(s) skipped' if skipped else ''))
+    if (step % eval_every == 0 or step == total) and not preempted:
       summary = evaluate(exp, state)
       writer.write(step, {f'eval/{k}': v for k, v in summary.items()})
       _log(f'eval at step {step}: ' + ', '.join(
           f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
           for k, v in summary.items()))
       window_start, window_step = time.time(), step  # Eval time is not training speed.
-    if step % checkpoint_every == 0 or step == total:
+    if save_now or preempted:
       checkpoint.save(manager, state)
+    if preempted:
+      manager.wait_until_finished()
+      _log(f'{notice.signal_name} received: saved the checkpoint at step {step} '
+           f'({checkpoint.step_dir(manager, step)}); rerun the same command to resume.')
+      return {'preempted': True, 'step': step, 'nonfinite_steps': guard.skipped}
   manager.wait_until_finished()
   if start_step >= total:
     summary = evaluate(exp, state)
-  return {'test': summary}
+  return {'test': summary, 'nonfinite_steps': guard.skipped}

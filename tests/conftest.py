@@ -1,13 +1,24 @@
-"""Test set-up: 8 simulated CPU devices, as the design asks for every sharded test."""
+"""Test set-up: 8 simulated CPU devices, as the design asks for every sharded test.
+
+XLA's persistent compilation cache is on for the session (in a temporary
+folder): many tests compile the same small steps (every method's 2-step run
+shares its init and eval steps), and compiling dominates their time.
+"""
 
 import os
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+import jax
 import pytest
 
+jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='distill_jax_xla_cache_'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
 from distill_jax import defaults
+from distill_jax import train
 
 
 @pytest.fixture(scope='session')
@@ -42,3 +53,17 @@ def make_small_config(data_dir, **overrides):
 def small_config():
   """``small_config(data_dir, **{'dotted.key': value})`` -> a few-step digits MLP config."""
   return make_small_config
+
+
+@pytest.fixture(scope='session')
+def digits_teachers(data_dir, small_config, tmp_path_factory):
+  """``{'mlp': workdir, 'cnn': workdir}``: 6-step digits runs with checkpoints."""
+  root = tmp_path_factory.mktemp('scheme_teachers')
+  made = {}
+  for model in ('mlp', 'cnn'):
+    config = small_config(data_dir, **{'student.model': model})
+    if model == 'cnn':
+      config.student.kwargs = {}
+    train.run(config, str(root / model))
+    made[model] = str(root / model)
+  return made

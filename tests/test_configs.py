@@ -15,7 +15,7 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursiv
 
 
 def _module_attribute(path, name):
-  namespace = {}
+  namespace = {'__file__': path}
   exec(compile(open(path).read(), path, 'exec'), namespace)  # pylint: disable=exec-used
   return namespace.get(name)
 

@@ -48,7 +48,7 @@ def test_distilled_student_reports_teacher_figures(teacher_dir, data_dir, small_
 def _params(workdir, config):
   exp = train.build(config)
   manager = checkpoint.make_manager(workdir, 2)
-  return checkpoint.restore_latest(manager, exp.abstract_state).params
+  return checkpoint.restore_latest(manager, exp.compiled.abstract_state).params
 
 
 def test_resume_continues_exactly(data_dir, small_config, tmp_path):
@@ -74,16 +74,28 @@ def _batch(exp, step):
 
 
 def _train_steps(exp, num_steps):
-  state = exp.init_fn(jax.random.PRNGKey(0))
+  state = exp.compiled.init_fn(jax.random.PRNGKey(0))
   for step in range(num_steps):
-    state, step_metrics = exp.train_fn(state, exp.teacher_variables, _batch(exp, step))
+    state, step_metrics = exp.compiled.train_fn(state, exp.compiled.teacher_variables,
+                                                _batch(exp, step))
   return state, step_metrics
 
 
-def test_step_compiles_once(data_dir, small_config):
+def test_step_is_traced_and_compiled_once_before_training(data_dir, small_config, monkeypatch):
+  traces = []
+  real_step = train.schemes.offline.steps.train_step
+
+  def counting_step(*args, **kwargs):
+    traces.append(1)
+    return real_step(*args, **kwargs)
+
+  monkeypatch.setattr(train.schemes.offline.steps, 'train_step', counting_step)
   exp = train.build(small_config(data_dir))
+  assert len(traces) == 1   # Traced (and compiled) by build, before any data.
+  assert isinstance(exp.compiled.train_fn, jax.stages.Compiled)   # It cannot recompile.
   _train_steps(exp, 5)
-  assert exp.train_fn._cache_size() == 1
+  assert len(traces) == 1
+  assert exp.compiled.memory['step_temp'] >= 0 and exp.compiled.memory['params'] > 0
 
 
 def test_one_and_eight_devices_agree(data_dir, small_config):

@@ -4,7 +4,11 @@ role=teacher  ResNet-8 (78k params), SGD 0.05, cosine, crop 2 px + flip.
 role=student  a 3-stage CNN of widths 8-16-32 (6.5k params) with ``method=`` any of
               ``distill_jax.methods.recipes.METHODS``, the CRD paper's loss
               weights (T=4), 4096 CRD negatives, two-stage methods with a
-              first stage of 1/8 of the epochs.
+              first stage of 1/8 of the epochs. The CNN has no pre-activation
+              features and other channel counts than ResNet-8 (16-16-32-64),
+              so AB reads the student's stages (post-ReLU, through its conv-BN
+              connectors) against the teacher's pre-activations, and FSP pairs
+              the layers whose channels agree (``LAYERS``).
 
 Launch:
   python -m distill_jax.main --config=configs/fashion_mnist/methods.py:role=teacher --workdir=/tmp/fm/teacher
@@ -12,7 +16,8 @@ Launch:
       --workdir=/tmp/fm/crd
 ``experiments/fashion_mnist_methods.py`` runs the table
 (``experiments/results/fashion_mnist_methods.md`` has the measured numbers).
-Arguments: role, method, teacher_workdir, epochs, seed, runlocal.
+Arguments: role, method, teacher_workdir, epochs, seed, runlocal (2 steps of
+batch 16, evaluation on 512 test images, 16 CRD negatives, for smoke tests).
 """
 
 from distill_jax import config_args
@@ -21,12 +26,19 @@ from distill_jax.methods import recipes
 
 NUM_TRAIN = 60_000
 BATCH_SIZE = 128
-# 2-step runs in tests/test_configs.py (the other methods' code paths are the
-# same config edits; tests/configs/test_cifar100.py runs every method, slow).
-SMOKE_TEST_ARGS = ('role=teacher', 'method=crd,teacher_workdir={run0}')
+# Layers of the methods whose defaults do not fit this student.
+LAYERS = {
+    'ab': {'student_features': 'stages', 'teacher_features': 'stages_preact'},
+    # One FSP matrix: student stage2 -> stage3 (16 -> 32 channels) against the
+    # teacher's stage1 -> stage2 (16 -> 32).
+    'fsp': {'student_features': 'stage2,stage3', 'teacher_features': 'stage1,stage2'},
+}
+# 2-step runs (runlocal): of the teacher in tests/test_configs.py, of the
+# student with each method in tests/methods/test_<method>.py (one shared teacher).
+SMOKE_TEST_ARGS = ('role=teacher',)
 # The smoke runs read synthetic data in the standard tfds layout, so CI needs
-# no Debian package (CRD's 4096 negatives need more rows than that).
-FAKE_DATA = {'fashion_mnist': {'train': 8192, 'test': 512}}
+# no Debian package.
+FAKE_DATA = {'fashion_mnist': {'train': 512, 'test': 512}}
 
 
 def get_config(arg=None):
@@ -56,6 +68,7 @@ def get_config(arg=None):
     config.method.update(recipes.repdistiller(
         args['method'], steps_per_epoch=NUM_TRAIN // BATCH_SIZE,
         init_epochs=args['epochs'] / 8, dkd_warmup_epochs=args['epochs'] / 8, nce_k=4096))
+    config.method.update(LAYERS.get(args['method'], {}))
   else:
     raise ValueError(f'role={args["role"]!r}; choose teacher or student.')
   if args['runlocal']:
@@ -67,4 +80,6 @@ def get_config(arg=None):
     config.train.eval_batch_size = 256
     if 'init_steps' in config.method:
       config.method.init_steps = 1
+    if 'nce_k' in config.method:
+      config.method.nce_k = 16
   return config

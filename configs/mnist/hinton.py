@@ -15,8 +15,8 @@ Launch (the teacher first; the distilled student reads its workdir):
       --workdir=/tmp/hinton/distill
 ``experiments/hinton_mnist.py`` runs all three and writes the table.
 Arguments: role, epochs, teacher_workdir (needed by distill; with scratch the
-teacher is only evaluated beside the student), temperature, alpha, runlocal
-(2 steps, for smoke tests).
+teacher is only evaluated beside the student), temperature, alpha, seed,
+runlocal (2 steps, for smoke tests).
 """
 
 from distill_jax import config_args
@@ -31,10 +31,11 @@ SMOKE_TEST_ARGS = ('role=teacher', 'role=scratch,teacher_workdir={run0}',
 def get_config(arg=None):
   args = config_args.parse_config_arg(arg, {
       'role': 'teacher', 'epochs': 60, 'teacher_workdir': '', 'temperature': 20.0,
-      'alpha': 0.5, 'runlocal': False})
+      'alpha': 0.5, 'seed': 0, 'runlocal': False})
   if args['role'] not in ROLES:
     raise ValueError(f'role={args["role"]!r}; choose one of {ROLES}.')
   config = defaults.default_config()
+  config.seed = args['seed']
   config.data.name = 'mnist'
   config.train.batch_size = 128
   config.train.num_epochs = float(args['epochs'])

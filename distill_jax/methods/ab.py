@@ -79,5 +79,5 @@ class ActivationBoundaries(common.Distiller):
         source = connectors.apply(self._connector(target.shape), aux[s], source)
       boundary = losses.activation_boundary(source, target, margin=self.margin).mean()
       term += 2.0**(i - n + 1) * boundary * 3 / 1000
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    total, metrics = self.combine(student_out[0], teacher_out[0], batch, term, {})
     return jnp.where(common.stage_one(step, self.init_steps), term, total), metrics

@@ -39,4 +39,4 @@ class AttentionTransfer(common.Distiller):
     term = sum(losses.attention_transfer(student_out[1][s], teacher_out[1][t], p=self.p).mean()
                for s, t in common.pairs('at', student_out[1], teacher_out[1],
                                         self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    return self.combine(student_out[0], teacher_out[0], batch, term, {})

@@ -56,4 +56,4 @@ class CorrelationCongruence(common.Distiller):
     e_t = connectors.apply(embed, aux['embed_teacher'],
                            jax.lax.stop_gradient(teacher_out[1][t]))
     term = losses.correlation_congruence(e_s, e_t).mean()
-    return self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    return self.combine(student_out[0], teacher_out[0], batch, term, {})

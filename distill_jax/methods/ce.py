@@ -19,6 +19,24 @@ def hard_label_cross_entropy(logits: jax.Array, labels: jax.Array,
   return optax.softmax_cross_entropy(logits, targets).mean()
 
 
+def label_cross_entropy(logits: jax.Array, batch: dict[str, jax.Array],
+                        label_smoothing: float = 0.0) -> jax.Array:
+  """Mean cross-entropy of ``logits`` [B, K] against the batch's labels.
+
+  Plain batches: ``hard_label_cross_entropy(logits, batch['label'])``. Mixed
+  batches (``data.mixing``: ``mix_label`` int [B], ``mix_weight`` float [B])
+  use the mixed targets ``w * onehot(label) + (1 - w) * onehot(mix_label)``.
+  """
+  if 'mix_label' not in batch:
+    return hard_label_cross_entropy(logits, batch['label'], label_smoothing)
+  logits = logits.astype(jnp.float32)
+  k = logits.shape[-1]
+  weight = batch['mix_weight'][:, None]
+  targets = (weight * jax.nn.one_hot(batch['label'], k) +
+             (1.0 - weight) * jax.nn.one_hot(batch['mix_label'], k))
+  return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing)).mean()
+
+
 @register('methods', 'ce')
 @dataclasses.dataclass(frozen=True)
 class CrossEntropy(base.Method):
@@ -35,5 +53,5 @@ class CrossEntropy(base.Method):
 
   def loss(self, student_out, teacher_out, batch, aux, step):
     del teacher_out, aux, step
-    ce = hard_label_cross_entropy(student_out[0], batch['label'], self.label_smoothing)
+    ce = label_cross_entropy(student_out[0], batch, self.label_smoothing)
     return ce, {'ce': ce}

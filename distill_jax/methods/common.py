@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from distill_jax import losses
 from distill_jax.methods import base
-from distill_jax.methods.ce import hard_label_cross_entropy
+from distill_jax.methods.ce import label_cross_entropy
 
 Array = jax.Array
 GROUPS = ('stages', 'stages_preact', 'last_stage', 'stem_and_stages')
@@ -138,10 +138,10 @@ class Distiller(base.Method):
                   kd_weight=self.kd_weight, weight=self.weight)
     base.check_number(f'{self.method_name}.temperature', self.temperature, positive=True)
 
-  def combine(self, student_logits: Array, teacher_logits: Array, labels: Array,
+  def combine(self, student_logits: Array, teacher_logits: Array, batch: dict[str, Array],
               term: Array, metrics: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
     """The weighted sum, with ``ce``, ``kl`` and the method's metrics."""
-    ce = hard_label_cross_entropy(student_logits, labels)
+    ce = label_cross_entropy(student_logits, batch)
     kl = losses.kl_divergence(student_logits, teacher_logits,
                               temperature=self.temperature).mean()
     total = self.ce_weight * ce + self.kd_weight * kl + self.weight * term

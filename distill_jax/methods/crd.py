@@ -173,7 +173,7 @@ class ContrastiveRepresentation(common.Distiller):
     scores_t, z_t = scores(state['bank_student'], v_t, state['z_teacher'])
     term = (losses.nce_contrast(scores_s, num_data=num_data).mean() +
             losses.nce_contrast(scores_t, num_data=num_data).mean())
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    total, metrics = self.combine(student_out[0], teacher_out[0], batch, term, {})
     new_state = {
         'bank_student': _update_bank(state['bank_student'], rows, v_s, self.nce_m),
         'bank_teacher': _update_bank(state['bank_teacher'], rows, v_t, self.nce_m),

@@ -15,7 +15,7 @@ import dataclasses
 from distill_jax import losses
 from distill_jax.methods import base
 from distill_jax.methods import common
-from distill_jax.methods.ce import hard_label_cross_entropy
+from distill_jax.methods.ce import label_cross_entropy
 from distill_jax.registry import register
 
 
@@ -42,7 +42,7 @@ class DIST(base.Method):
   def loss(self, student_out, teacher_out, batch, aux, step):
     del aux, step
     student_logits, teacher_logits = student_out[0], teacher_out[0]
-    ce = hard_label_cross_entropy(student_logits, batch['label'])
+    ce = label_cross_entropy(student_logits, batch)
     inter = losses.inter_class_relation(student_logits, teacher_logits,
                                         temperature=self.temperature).mean()
     intra = losses.intra_class_relation(student_logits, teacher_logits,

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from distill_jax import losses
 from distill_jax.methods import base
 from distill_jax.methods import common
-from distill_jax.methods.ce import hard_label_cross_entropy
+from distill_jax.methods.ce import label_cross_entropy
 from distill_jax.registry import register
 
 
@@ -78,7 +78,7 @@ class DecoupledKD(base.Method):
   def loss(self, student_out, teacher_out, batch, aux, step):
     del aux
     student_logits, teacher_logits = student_out[0], teacher_out[0]
-    ce = hard_label_cross_entropy(student_logits, batch['label'])
+    ce = label_cross_entropy(student_logits, batch)
     tckd, nckd = decoupled_kd(student_logits, teacher_logits, batch['label'],
                               temperature=self.temperature)
     tckd, nckd = tckd.mean(), nckd.mean()

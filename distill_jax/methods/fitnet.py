@@ -66,5 +66,5 @@ class FitNet(common.Distiller):
     regressed = connectors.apply(self._regressor(target.shape), aux['regressor'],
                                  student_out[1][s])
     hint = losses.hint_mse(regressed, target).mean()
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch['label'], hint, {})
+    total, metrics = self.combine(student_out[0], teacher_out[0], batch, hint, {})
     return jnp.where(common.stage_one(step, self.init_steps), hint, total), metrics

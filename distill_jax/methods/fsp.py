@@ -64,5 +64,5 @@ class FlowOfSolutionProcedure(common.Distiller):
     fs, ft = student_out[1], teacher_out[1]
     term = sum(losses.fsp_distance((fs[s], fs[s_next]), (ft[t], ft[t_next])).mean()
                for (s, t), (s_next, t_next) in zip(layer_pairs, layer_pairs[1:]))
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    total, metrics = self.combine(student_out[0], teacher_out[0], batch, term, {})
     return jnp.where(common.stage_one(step, self.init_steps), term, total), metrics

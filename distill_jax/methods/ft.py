@@ -83,6 +83,6 @@ class FactorTransfer(common.Distiller):
                                 student_out[1][s])
     factor_s, factor_t = losses.match_spatial(factor_s, factor_t)
     term = losses.factor_transfer(factor_s, factor_t, p=self.p).mean()
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch['label'], term,
+    total, metrics = self.combine(student_out[0], teacher_out[0], batch, term,
                                   {'reconstruction': reconstruction_loss})
     return jnp.where(common.stage_one(step, self.init_steps), reconstruction_loss, total), metrics

@@ -10,7 +10,7 @@ import dataclasses
 
 from distill_jax import losses
 from distill_jax.methods import base
-from distill_jax.methods.ce import hard_label_cross_entropy
+from distill_jax.methods.ce import label_cross_entropy
 from distill_jax.registry import register
 
 
@@ -34,7 +34,7 @@ class KnowledgeDistillation(base.Method):
   def loss(self, student_out, teacher_out, batch, aux, step):
     del aux, step
     student_logits, teacher_logits = student_out[0], teacher_out[0]
-    ce = hard_label_cross_entropy(student_logits, batch['label'])
+    ce = label_cross_entropy(student_logits, batch)
     kl = losses.kl_divergence(
         student_logits, teacher_logits, temperature=self.temperature).mean()
     total = self.alpha * ce + (1.0 - self.alpha) * kl

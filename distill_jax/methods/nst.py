@@ -37,4 +37,4 @@ class NeuronSelectivityTransfer(common.Distiller):
     term = sum(losses.neuron_selectivity_mmd(student_out[1][s], teacher_out[1][t]).mean()
                for s, t in common.pairs('nst', student_out[1], teacher_out[1],
                                         self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    return self.combine(student_out[0], teacher_out[0], batch, term, {})

@@ -31,4 +31,4 @@ class ProbabilisticKT(common.Distiller):
     term = sum(losses.probabilistic_knowledge_transfer(student_out[1][s], teacher_out[1][t]).mean()
                for s, t in common.pairs('pkt', student_out[1], teacher_out[1],
                                         self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    return self.combine(student_out[0], teacher_out[0], batch, term, {})

@@ -42,5 +42,5 @@ class RelationalKD(common.Distiller):
       distance += losses.rkd_distance(student_out[1][s], teacher_out[1][t]).mean()
       angle += losses.rkd_angle(student_out[1][s], teacher_out[1][t]).mean()
     term = self.distance_weight * distance + self.angle_weight * angle
-    return self.combine(student_out[0], teacher_out[0], batch['label'], term,
+    return self.combine(student_out[0], teacher_out[0], batch, term,
                         {'rkd_distance': distance, 'rkd_angle': angle})

@@ -30,4 +30,4 @@ class SimilarityPreserving(common.Distiller):
     term = sum(losses.similarity_preserving(student_out[1][s], teacher_out[1][t]).mean()
                for s, t in common.pairs('sp', student_out[1], teacher_out[1],
                                         self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    return self.combine(student_out[0], teacher_out[0], batch, term, {})

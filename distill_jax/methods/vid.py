@@ -64,4 +64,4 @@ class VariationalInformation(common.Distiller):
       source, target = losses.match_spatial(student_out[1][s], teacher_out[1][t])
       mean, log_scale = connectors.apply(self._regressor(target.shape[-1]), aux[s], source)
       term += losses.variational_information(mean, target, log_scale, eps=self.eps).mean()
-    return self.combine(student_out[0], teacher_out[0], batch['label'], term, {})
+    return self.combine(student_out[0], teacher_out[0], batch, term, {})

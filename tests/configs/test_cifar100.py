@@ -5,7 +5,9 @@ Cost: running all 13 pairs x 17 methods for 2 steps would take over an hour on
 every cell's feature names and shapes (the errors a run would raise before
 compiling), and tests/test_configs.py runs 2 steps of vgg13 -> vgg8 with kd;
 ``pytest -m slow`` runs 2 steps of one pair per method and of every pair with
-kd (measured here: 110-215 s a cell on a loaded 2-core machine).
+kd (measured here: 110-215 s a cell on a loaded 2-core machine). Every method's
+training code path is run for 2 steps in the default suite too, on the small
+models of configs/fashion_mnist/methods.py (tests/methods/test_<method>.py).
 """
 
 import os
@@ -103,7 +105,7 @@ def teacher_dirs(cifar_dir, tmp_path_factory):
       os.makedirs(workdir)
       checkpoint.write_config(workdir, config)
       manager = checkpoint.make_manager(workdir, 1)
-      checkpoint.save(manager, exp.init_fn(jax.random.PRNGKey(0)))
+      checkpoint.save(manager, exp.compiled.init_fn(jax.random.PRNGKey(0)))
       manager.wait_until_finished()
       manager.close()
       made[model] = workdir
