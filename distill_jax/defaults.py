@@ -35,13 +35,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.student = ml_collections.ConfigDict()
   c.student.model = 'mlp'          # registry.names('models')
   c.student.kwargs = ml_collections.ConfigDict()
-  c.student.dtype = 'float32'      # compute dtype; params stay float32
+  c.student.dtype = 'float32'      # compute dtype (bfloat16 = mixed precision); params and
+                                   # optimizer state stay float32, losses are float32
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ''           # the teacher run's workdir ('' = no teacher)
   c.teacher.model = ''             # '' = the model named in the teacher workdir's config.json
   c.teacher.kwargs = ml_collections.ConfigDict()
-  c.teacher.dtype = 'float32'
+  c.teacher.dtype = 'bfloat16'     # the teacher's compute dtype for inference (params are
+                                   # restored in float32; losses are computed in float32)
   c.teacher.view = 'consistent'    # what the teacher sees: consistent | independent | clean
                                    # (distill_jax/data/views.py)
 

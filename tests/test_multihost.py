@@ -1,6 +1,7 @@
 """Two real processes (4 simulated CPU devices each, gloo collectives) equal one 8-device process."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from distill_jax import data
 from distill_jax import train
 
 WORKER = os.path.join(os.path.dirname(__file__), 'multihost_worker.py')
+STEPS = 80
 
 
 def _free_port() -> int:
@@ -21,16 +23,30 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(num_processes, data_dir, workdir):
+def _start(num_processes, data_dir, workdir, num_steps):
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(num_processes), str(port),
-                             data_dir, workdir], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-           for i in range(num_processes)]
+  return [subprocess.Popen([sys.executable, WORKER, str(i), str(num_processes), str(port),
+                            data_dir, workdir, str(num_steps)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+          for i in range(num_processes)]
+
+
+def _finish(procs):
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
   return outputs
+
+
+def _launch(num_processes, data_dir, workdir, num_steps=6):
+  return _finish(_start(num_processes, data_dir, workdir, num_steps))
+
+
+def _params(config, workdir):
+  exp = train.build(config)
+  state = checkpoint.restore_latest(checkpoint.make_manager(workdir, 2),
+                                    exp.compiled.abstract_state)
+  return int(state.step), jax.device_get(state)
 
 
 def test_two_processes_equal_one(data_dir, small_config, tmp_path):
@@ -39,9 +55,7 @@ def test_two_processes_equal_one(data_dir, small_config, tmp_path):
   _launch(1, data_dir, str(tmp_path / 'one'))
   outputs = _launch(2, data_dir, str(tmp_path / 'two'))
   assert 'eval at step 6' in outputs[0] and 'eval at step' not in outputs[1]  # Logs on process 0.
-  exp = train.build(config)
-  states = [checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path / run), 2),
-                                      exp.compiled.abstract_state) for run in ('one', 'two')]
+  states = [_params(config, str(tmp_path / run))[1] for run in ('one', 'two')]
   assert int(states[0].step) == int(states[1].step) == 6
   # Equal up to the summation order of the cross-process all-reduce (gloo vs.
   # in-process): measured max |diff| 7.5e-9 after 6 steps.
@@ -49,3 +63,32 @@ def test_two_processes_equal_one(data_dir, small_config, tmp_path):
                jax.device_get(states[0].params), jax.device_get(states[1].params))
   results = [open(tmp_path / run / 'results.json').read() for run in ('one', 'two')]
   assert '"accuracy"' in results[1]
+
+
+def test_two_process_run_preempted_on_one_host_resumes_bit_exact(data_dir, small_config,
+                                                                  tmp_path):
+  """SIGTERM to process 1 only: both hosts agree on the step (JAX's preemption
+  sync point), save it and exit 0; the rerun ends bit-exact with an
+  uninterrupted 2-process run."""
+  # Enough steps after the signal for the notice to reach every host.
+  config = small_config(data_dir, **{'train.num_steps': STEPS})
+  data.num_examples(config.data.name, 'train', data_dir)
+  _launch(2, data_dir, str(tmp_path / 'straight'), STEPS)
+  procs = _start(2, data_dir, str(tmp_path / 'run'), STEPS)
+  lines = []
+  for line in procs[0].stdout:   # Process 0 logs every 2 steps.
+    lines.append(line)
+    if f'] step 6/{STEPS}' in line:
+      procs[1].send_signal(signal.SIGTERM)
+      break
+  rest = procs[0].communicate(timeout=600)[0]
+  out1 = procs[1].communicate(timeout=600)[0]
+  assert procs[0].returncode == 0 and procs[1].returncode == 0, ''.join(lines) + rest + out1
+  assert 'WORKER DONE preempted=True' in rest and 'WORKER DONE preempted=True' in out1
+  stopped = checkpoint.latest_step(str(tmp_path / 'run'))
+  assert 6 <= stopped < STEPS
+  _launch(2, data_dir, str(tmp_path / 'run'), STEPS)
+  (step_a, straight), (step_b, resumed) = (_params(config, str(tmp_path / run))
+                                           for run in ('straight', 'run'))
+  assert step_a == step_b == STEPS
+  jax.tree.map(np.testing.assert_array_equal, resumed, straight)

@@ -82,7 +82,7 @@ class Compiled:
     memory: per-device bytes: ``state``, ``params``, ``opt_state``,
       ``teachers`` (from the shardings) and the compiled step's
       ``memory_analysis()`` (``step_arguments``, ``step_outputs``,
-      ``step_temp``, ``step_code``).
+      ``step_alias`` (donated), ``step_temp``, ``step_code``).
   """
   teacher_variables: Any
   abstract_state: Any
@@ -145,7 +145,7 @@ def compile_scheme(context: Context, *, boxed_init: Callable[[jax.Array], Any],
       'opt_state': sharding.bytes_per_device(
           [x.opt_state for x in _distill_states(abstract_state)]),
       'teachers': sharding.bytes_per_device(abstract_teachers),
-      **_step_memory(executable)}
+      **step_memory(executable)}
   return Compiled(teacher_variables, abstract_state, init_fn, executable, eval_fn,
                   sum(x.size for x in params), memory)
 
@@ -155,13 +155,14 @@ def _distill_states(state: Any) -> list[Any]:
   return list(state.peers) if hasattr(state, 'peers') else [state]
 
 
-def _step_memory(executable: Any) -> dict[str, int]:
-  """The compiled step's ``memory_analysis()`` in bytes (empty where XLA gives none)."""
+def step_memory(executable: Any) -> dict[str, int]:
+  """A compiled step's ``memory_analysis()`` in bytes (empty where XLA gives none)."""
   analysis = executable.memory_analysis()
   if analysis is None:
     return {}
   return {'step_arguments': analysis.argument_size_in_bytes,
           'step_outputs': analysis.output_size_in_bytes,
+          'step_alias': analysis.alias_size_in_bytes,
           'step_temp': analysis.temp_size_in_bytes,
           'step_code': analysis.generated_code_size_in_bytes}
 

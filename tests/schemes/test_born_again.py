@@ -24,10 +24,11 @@ def test_each_generation_is_taught_by_the_previous_one(small_config, data_dir, t
     saved = checkpoint.read_config(gens[k])
     assert saved['teacher']['workdir'] == gens[k - 1] and saved['method']['name'] == 'kd'
     assert saved['seed'] == k and saved['scheme']['name'] == 'offline'
-    # The generation's own run evaluated its teacher: generation k-1.
+    # The generation's own run evaluated its teacher, generation k-1 (in bfloat16,
+    # the teacher default; the chain evaluates generations in float32).
     with open(os.path.join(gens[k], 'results.json')) as f:
       teacher_accuracy = json.load(f)['test']['teacher_accuracy']
-    assert teacher_accuracy == pytest.approx(results['test'][f'gen{k - 1}_accuracy'])
+    assert teacher_accuracy == pytest.approx(results['test'][f'gen{k - 1}_accuracy'], abs=0.01)
   assert {'gen0_accuracy', 'gen2_accuracy', 'ensemble_accuracy'} <= set(results['test'])
   # A rerun resumes: nothing is retrained and the figures are the same.
   again = train.run(_ban(small_config, data_dir), str(tmp_path / 'chain'))
