@@ -28,6 +28,7 @@ from distill_jax import metrics as metrics_lib
 from distill_jax import optim
 from distill_jax import sharding
 from distill_jax import state as state_lib
+from distill_jax import steps
 from distill_jax.llm.model import Llama
 from distill_jax.llm.sampling import SamplingParams, generate
 from distill_jax.losses import kl_divergence
@@ -76,12 +77,13 @@ def lm_train_step(state: state_lib.DistillState, teacher_variables: Any, batch: 
   trainable = {'student': state.params, 'aux': state.aux_params}
   (loss, (metrics, method_state)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(trainable)
-  updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
-  trainable = optax.apply_updates(trainable, updates)
-  new_state = state.replace(step=state.step + 1, params=trainable['student'],
-                            aux_params=trainable['aux'], opt_state=opt_state,
-                            method_state=method_state)
-  return new_state, {**metrics, 'loss': loss, 'grad_norm': optax.tree.norm(grads),
+  grad_norm = optax.tree.norm(grads)
+  finite = steps.is_finite_update(loss, grad_norm)   # A NaN/Inf step leaves the state as it was.
+  new_state = steps.keep_if_finite(finite, steps.apply_gradients(
+      state, grads, optimizer=optimizer, model_state=state.model_state,
+      method_state=method_state), state)
+  return new_state, {**metrics, 'loss': loss, 'grad_norm': grad_norm,
+                     'nonfinite': 1.0 - finite.astype(jnp.float32),
                      'learning_rate': schedule(state.step)}
 
 
