@@ -48,30 +48,7 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool('quick', False, '5 timed steps, 2 warm-up, no torch.compile columns.')
-flags.DEFINE_list('suites', ['vision', 'lm'], 'Suites to run: vision, lm.')
-flags.DEFINE_integer('steps', 20, 'Timed (interleaved) rounds per suite.')
-flags.DEFINE_integer('warmup', 3, 'Untimed warm-up steps per column (the first is recorded).')
-flags.DEFINE_list('vision_columns', ['distill_jax', 'torch_eager', 'torch_compile', 'torchdistill'],
-                  'Vision columns.')
-flags.DEFINE_string('vision_teacher', 'resnet32x4', 'Vision teacher (registry name).')
-flags.DEFINE_string('vision_student', 'resnet8x4', 'Vision student (registry name).')
-flags.DEFINE_integer('vision_batch', 64, 'Vision batch size.')
-flags.DEFINE_string('dtype', 'float32', 'distill_jax compute dtype (float32 | bfloat16).')
-flags.DEFINE_bool('lm_torch_compile', False, 'Add a torch.compile column to the LM suite.')
-flags.DEFINE_string('lm_shapes', '', 'Overrides of benchmarks.jax_side.LMShapes, '
-                    'e.g. "vocab_size=512,seq_len=32".')
-flags.DEFINE_string('lm_preset', '', 'LM shapes preset: "" (the CPU shapes above) or '
-                    'smollm2_135m (SmolLM2-135M teacher -> 4 x 256 student, vocab 49152, '
-                    'batch 16 x 2048; the accelerator check). --lm_shapes applies on top.')
-flags.DEFINE_integer('peak_matmul_n', 0, 'Size of the matmul that measures the peak '
-                     '(0: 2048 on CPU, 8192 on GPU).')
-flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: PyTorch default, '
-                     'one per core).')
-flags.DEFINE_string('torch_device', 'cpu', 'PyTorch device: cpu | cuda (torch columns are '
-                    'skipped when CUDA is asked for and unavailable).')
-flags.DEFINE_string('workdir', '', 'Scratch dir (fake CIFAR-100, teacher run); default: a temp dir.')
-flags.DEFINE_string('out', '', 'Output path without extension (default benchmarks/results/kd_step).')
+
 
 VISION_COLUMNS = ('distill_jax', 'torch_eager', 'torch_compile', 'torchdistill')
 
@@ -507,5 +484,34 @@ def main(argv):
       torch_device=FLAGS.torch_device, torch_threads=FLAGS.torch_threads)
 
 
+def _define_flags():
+  """Command-line flags (defined only when run as a script: importing stays side-effect free)."""
+  flags.DEFINE_bool('quick', False, '5 timed steps, 2 warm-up, no torch.compile columns.')
+  flags.DEFINE_list('suites', ['vision', 'lm'], 'Suites to run: vision, lm.')
+  flags.DEFINE_integer('steps', 20, 'Timed (interleaved) rounds per suite.')
+  flags.DEFINE_integer('warmup', 3, 'Untimed warm-up steps per column (the first is recorded).')
+  flags.DEFINE_list('vision_columns', ['distill_jax', 'torch_eager', 'torch_compile', 'torchdistill'],
+                    'Vision columns.')
+  flags.DEFINE_string('vision_teacher', 'resnet32x4', 'Vision teacher (registry name).')
+  flags.DEFINE_string('vision_student', 'resnet8x4', 'Vision student (registry name).')
+  flags.DEFINE_integer('vision_batch', 64, 'Vision batch size.')
+  flags.DEFINE_string('dtype', 'float32', 'distill_jax compute dtype (float32 | bfloat16).')
+  flags.DEFINE_bool('lm_torch_compile', False, 'Add a torch.compile column to the LM suite.')
+  flags.DEFINE_string('lm_shapes', '', 'Overrides of benchmarks.jax_side.LMShapes, '
+                      'e.g. "vocab_size=512,seq_len=32".')
+  flags.DEFINE_string('lm_preset', '', 'LM shapes preset: "" (the CPU shapes above) or '
+                      'smollm2_135m (SmolLM2-135M teacher -> 4 x 256 student, vocab 49152, '
+                      'batch 16 x 2048; the accelerator check). --lm_shapes applies on top.')
+  flags.DEFINE_integer('peak_matmul_n', 0, 'Size of the matmul that measures the peak '
+                       '(0: 2048 on CPU, 8192 on GPU).')
+  flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: PyTorch default, '
+                       'one per core).')
+  flags.DEFINE_string('torch_device', 'cpu', 'PyTorch device: cpu | cuda (torch columns are '
+                      'skipped when CUDA is asked for and unavailable).')
+  flags.DEFINE_string('workdir', '', 'Scratch dir (fake CIFAR-100, teacher run); default: a temp dir.')
+  flags.DEFINE_string('out', '', 'Output path without extension (default benchmarks/results/kd_step).')
+
+
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
