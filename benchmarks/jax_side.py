@@ -122,6 +122,32 @@ def _params_count(tree) -> int:
   return _count(under if under else [x for _, x in leaves])
 
 
+def _timed_step(compiled, state, teacher_variables, batch, *, trace_s: float,
+                compile_s: float, info: dict[str, Any]) -> CompiledStep:
+  """Wraps an AOT-compiled ``(state, teacher_variables, batch)`` step for timing.
+
+  The closure threads the (donated) state through calls and waits for the new
+  state and loss; ``info`` gains ``donated_state``.
+  """
+  holder = {'state': state}
+
+  def step():
+    new_state, metrics = compiled(holder['state'], teacher_variables, batch)
+    holder['state'] = new_state  # The old state was donated.
+    jax.block_until_ready(metrics['loss'])
+    jax.block_until_ready(new_state)
+
+  flops, bytes_accessed = _cost(compiled)
+  num_params = {'student': _params_count(state), 'teacher': _params_count(teacher_variables)}
+  donated = _check_donation(step, holder)
+  return CompiledStep(
+      step=step, trace_lower_s=trace_s, compile_s=compile_s, flops=flops,
+      bytes_accessed=bytes_accessed,
+      temp_bytes=int(compiled.memory_analysis().temp_size_in_bytes),
+      hlo_text=compiled.as_text(), num_params=num_params,
+      info={**info, 'donated_state': donated})
+
+
 def _compiled_parts(exp):
   """``(init_fn, train_fn, teacher_variables)`` of a ``train.build`` experiment.
 
@@ -201,27 +227,13 @@ def vision_step(*, teacher: str = 'resnet32x4', student: str = 'resnet8x4',
   compiled, trace_s, compile_s = _aot(train_fn, state, teacher_variables, batch)
   if compile_s is None:  # train.build compiled the step: read JAX's compile events.
     trace_s, compile_s = _step_compile_times(events, 'train_step')
-  flops, bytes_accessed = _cost(compiled)
-  holder = {'state': state}
-
-  def step():
-    new_state, metrics = compiled(holder['state'], teacher_variables, batch)
-    holder['state'] = new_state  # The old state was donated.
-    jax.block_until_ready(metrics['loss'])
-    jax.block_until_ready(new_state)
-
-  num_params = {'student': _params_count(state), 'teacher': _params_count(teacher_variables)}
-  donated = _check_donation(step, holder)
-  return CompiledStep(
-      step=step, trace_lower_s=trace_s, compile_s=compile_s, flops=flops,
-      bytes_accessed=bytes_accessed,
-      temp_bytes=int(compiled.memory_analysis().temp_size_in_bytes),
-      hlo_text=compiled.as_text(), num_params=num_params,
+  return _timed_step(
+      compiled, state, teacher_variables, batch, trace_s=trace_s, compile_s=compile_s,
       info={'config': f'configs/cifar100/crd.py:pair={CRD_PAIR},method=kd',
             'teacher': teacher, 'student': student,
             'method': config.method.to_dict(), 'batch_size': batch_size,
             'dtype': dtype, 'optimizer': config.optim.name,
-            'donated_state': donated, 'devices': len(exp.mesh.devices.flat),
+            'devices': len(exp.mesh.devices.flat),
             'build_s': build_s})
 
 
@@ -323,25 +335,11 @@ def lm_step(shapes: LMShapes = LMShapes(), *, dtype: str = 'float32',
                                       trainer.teacher_variables, batch)
   if compile_s is None:
     trace_s, compile_s = _step_compile_times(events, 'lm_train_step')
-  flops, bytes_accessed = _cost(compiled)
-  holder = {'state': state}
-
-  def step():
-    new_state, metrics = compiled(holder['state'], trainer.teacher_variables, batch)
-    holder['state'] = new_state
-    jax.block_until_ready(metrics['loss'])
-    jax.block_until_ready(new_state)
-
-  num_params = {'student': _params_count(state),
-                'teacher': _params_count(trainer.teacher_variables)}
-  donated = _check_donation(step, holder)
-  return CompiledStep(
-      step=step, trace_lower_s=trace_s, compile_s=compile_s, flops=flops,
-      bytes_accessed=bytes_accessed,
-      temp_bytes=int(compiled.memory_analysis().temp_size_in_bytes),
-      hlo_text=compiled.as_text(), num_params=num_params,
+  return _timed_step(
+      compiled, state, trainer.teacher_variables, batch, trace_s=trace_s,
+      compile_s=compile_s,
       info={'method': 'token_kl', 'optimizer': 'adamw', 'dtype': dtype,
-            'donated_state': donated, 'analytic_flops': lm_model_flops(shapes),
+            'analytic_flops': lm_model_flops(shapes),
             'shapes': dataclasses.asdict(shapes)})
 
 
