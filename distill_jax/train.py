@@ -333,9 +333,12 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
   pending = []  # (step, metrics on device): fetched at log/checkpoint/preemption steps only.
   window = []   # (step, fetched metrics) of the current log window.
   window_start, window_step = time.time(), start_step
+  input_wait = 0.0  # Host seconds spent waiting for the next batch in this log window.
   for step in range(start_step + 1, total + 1):
-    state, step_metrics = compiled.train_fn(state, compiled.teacher_variables,
-                                            _global_batch(next(batches), batch_sharding))
+    wait_start = time.perf_counter()
+    batch = _global_batch(next(batches), batch_sharding)
+    input_wait += time.perf_counter() - wait_start
+    state, step_metrics = compiled.train_fn(state, compiled.teacher_variables, batch)
     pending.append((step, step_metrics))
     log_now = step % log_every == 0 or step == total
     save_now = step % checkpoint_every == 0 or step == total
@@ -353,13 +356,15 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       window = []
       now = time.time()
       rate = (step - window_step) / max(now - window_start, 1e-9)
-      window_start, window_step = now, step
+      input_share = input_wait / max(now - window_start, 1e-9)
+      window_start, window_step, input_wait = now, step, 0.0
       writer.write(step, {f'train/{k}': v for k, v in scalars.items()} |
-                   {'train/steps_per_second': rate})
+                   {'train/steps_per_second': rate, 'train/input_wait_fraction': input_share})
       skipped = scalars['nonfinite_steps']
       _log(f'step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | '
            f'loss {scalars["loss"]:.4f} acc {scalars["accuracy"]:.4f} | '
-           f'{rate:.1f} steps/s, {rate * config.train.batch_size:.0f} ex/s | '
+           f'{rate:.1f} steps/s, {rate * config.train.batch_size:.0f} ex/s, '
+           f'input wait {100 * input_share:.0f}% | '
            f'ETA {_format_duration((total - step) / max(rate, 1e-9))}' +
            (f' | {skipped} non-finite step(s) skipped' if skipped else ''))
     if (step % eval_every == 0 or step == total) and not preempted:
@@ -368,7 +373,8 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       _log(f'eval at step {step}: ' + ', '.join(
           f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
           for k, v in summary.items()))
-      window_start, window_step = time.time(), step  # Eval time is not training speed.
+      # Eval time is not training speed.
+      window_start, window_step, input_wait = time.time(), step, 0.0
     if save_now or preempted:
       checkpoint.save(manager, state)
     if preempted:

@@ -26,6 +26,7 @@ def test_run_writes_the_workdir(teacher_dir):
   train_rows = [r for r in rows if 'train/loss' in r]
   assert [r['step'] for r in train_rows] == list(range(2, 21, 2))
   assert all(np.isfinite(r['train/loss']) for r in train_rows)
+  assert all(0.0 <= r['train/input_wait_fraction'] <= 1.0 for r in train_rows)
   results = json.load(open(os.path.join(teacher_dir, 'results.json')))
   assert results['steps'] == 20
   assert results['test']['examples'] == 360
