@@ -36,7 +36,6 @@ Writes ``benchmarks/results/conv_profile.json`` and ``.md``.
 """
 
 import collections
-import glob
 import json
 import os
 import re
@@ -48,6 +47,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import xla_trace
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('parts', ['micro', 'variants', 'profile'], 'Parts to run.')
@@ -198,17 +199,6 @@ def hlo_census(text: str) -> dict:
   }
 
 
-def _instructions(text: str) -> dict[str, dict[str, str]]:
-  """name -> {'shape', 'kind' (opcode), 'op' (op_name metadata), 'args'} of every HLO instruction."""
-  info = {}
-  for m in re.finditer(r'^\s*(?:ROOT )?%(\S+) = (\S+) ([a-z][a-z0-9\-]*)\((.*?)\)(.*)$', text,
-                       re.M):
-    op = re.search(r'op_name="([^"]*)"', m.group(5))
-    info[m.group(1)] = {'shape': m.group(2), 'kind': m.group(3),
-                        'op': op.group(1) if op else '', 'args': m.group(4)}
-  return info
-
-
 def _category(name: str, info: dict) -> str:
   """The category of a profiled thunk (named after its HLO instruction)."""
   ins = info.get(name, {})
@@ -235,35 +225,15 @@ def _category(name: str, info: dict) -> str:
 
 
 def profile_child(workdir: str | None, out_json: str) -> None:
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.profiler import ProfileData  # pylint: disable=g-import-not-at-top
   from benchmarks import jax_side  # pylint: disable=g-import-not-at-top
   step = jax_side.vision_step(workdir=workdir)
   text = step.hlo_text
   census = hlo_census(text)
-  info = _instructions(text)
-  step.step()
-  step.step()
-  trace_dir = tempfile.mkdtemp(prefix='conv_profile_trace_')
-  n = 3
-  start = time.perf_counter()
-  jax.profiler.start_trace(trace_dir)
-  for _ in range(n):
-    step.step()
-  jax.profiler.stop_trace()
-  wall = (time.perf_counter() - start) / n
-  data = ProfileData.from_file(glob.glob(f'{trace_dir}/**/*.xplane.pb', recursive=True)[0])
+  info = xla_trace.instructions(text)
+  per_op, wall = xla_trace.thread_time_per_op(step.step)
   per_cat = collections.Counter()
-  per_op = collections.Counter()
-  for plane in data.planes:
-    for line in plane.lines:
-      if 'XLAEigen' not in line.name:
-        continue
-      for ev in line.events:
-        if ev.name.startswith(('ThunkExecutor', 'SlinkyThreadPool', 'end:')):
-          continue
-        per_cat[_category(ev.name, info)] += ev.duration_ns / n / 1e9
-        per_op[ev.name] += ev.duration_ns / n / 1e9
+  for name, seconds in per_op.items():
+    per_cat[_category(name, info)] += seconds
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
   named = sum(per_cat.values())
   # Eigen's convolution kernels run as thread-pool tasks without trace events:
@@ -300,7 +270,7 @@ def profile(workdir: str | None) -> dict:
   for name, xla_flags in PROFILE_VARIANTS.items():
     out_json = tempfile.mktemp(suffix='.json')
     extra = [f'--out_json_path={out_json}'] + ([f'--workdir={workdir}'] if workdir else [])
-    proc = _child('--child_profile', f'--xla_cpu_enable_xprof_traceme=true {xla_flags}'.strip(),
+    proc = _child('--child_profile', f'{xla_trace.TRACEME_FLAG} {xla_flags}'.strip(),
                   extra)
     if proc.returncode or not os.path.exists(out_json):
       out[name] = {'error': proc.stderr[-3000:]}
