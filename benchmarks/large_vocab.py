@@ -1,29 +1,40 @@
 """Large-vocabulary KL from hidden states: naive vs optax vs chunked-fused.
 
-  python -m benchmarks.large_vocab [--vocab=32768,131072,262144]
-      [--dtypes=float32,bfloat16] [--rows=4096] [--hidden=256] [--repeats=1]
+  nice python -m benchmarks.large_vocab [--vocab=32768,131072,262144]
+      [--dtypes=float32,bfloat16] [--rows=4096] [--hidden=256] [--rounds=3]
       [--max_run_gb=12]
 
 For every (V, dtype) it compiles, for each method, the forward+backward of the
 mean forward KL (T = 2) w.r.t. the student's hidden states and head, and
 records XLA's ``compiled.memory_analysis()`` temp bytes (deterministic; every
 configuration, since compiling needs no memory for the arrays). It then times
-the configurations whose arguments + temp bytes fit in ``--max_run_gb``
-(best of ``--repeats`` calls of the ahead-of-time compiled step) and reports:
+the configurations whose arguments + temp bytes fit in ``--max_run_gb``,
+**interleaved**: ``--rounds`` rounds of (naive, optax, fused, streaming
+reference, matmul reference), one call each, median per method, so that a load change on a
+shared machine hits all methods alike. It reports:
 
-* ``time_ratio``: fwd+bwd time / the naive method's in the same run;
+* ``time_ratio``: median fwd+bwd time / the naive method's median, and
+  ``round_ratios``: the same ratio within each round (its spread shows how
+  much the load moved);
 * ``logit_gbps``: ``2 * N * V * 4`` bytes (both models' fp32 logits, the data
   the divergence reduces over) per second of fwd+bwd;
-* ``stream_fraction``: that rate / the rate of a plain streaming reduction
-  (``jnp.sum``) over the same number of fp32 bytes, measured in the same run
-  (the machine's memory-bandwidth limit).
+* ``stream_gbps``: the streaming reference, a jitted reduction that reads
+  the same ``2 * N * V * 4`` bytes (a buffer of at most ``--stream_gb``,
+  read repeatedly), i.e. the machine's memory-bandwidth limit;
+* ``stream_fraction``: ``logit_gbps / stream_gbps``;
+* ``matmul GFLOP/s``: ``8 N D V`` flops (the 4 ``[N, D] x [D, V]`` matmuls
+  every method does: two forward, two for the student's gradients) per
+  second of fwd+bwd, and its fraction of ``peak_gflops``, a float32 ``2048^3``
+  matmul timed in the same rounds. On a CPU the step is bound by these
+  matmuls (``D`` multiply-adds per logit), not by memory bandwidth.
 
 Methods: ``naive`` (``losses.kl_divergence(h_s @ W_s, h_t @ W_t)``),
 ``optax`` (``optax.kl_divergence_with_log_targets`` on ``log_softmax`` of the
 tempered logits), ``fused`` (``losses.fused_linear_kl``, XLA chunk path).
 The Pallas path runs in interpret mode on CPU (correctness only) and is not
-timed here. Results go to ``benchmarks/results/large_vocab.json``; the table
-printed at the end is the one in ``benchmarks/README.md``.
+timed here. Results go to ``benchmarks/results/large_vocab.json`` (rewritten
+after every (V, dtype)); the table printed at the end is the one in
+``benchmarks/README.md``.
 """
 
 import json
@@ -46,9 +57,11 @@ flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Input dtypes.')
 flags.DEFINE_integer('rows', 4096, 'Rows N (tokens).')
 flags.DEFINE_integer('hidden', 256, 'Hidden size D of both models.')
 flags.DEFINE_integer('chunk_size', 256, 'Rows per chunk of the fused method.')
-flags.DEFINE_integer('repeats', 1, 'Timed calls per configuration (best is kept).')
+flags.DEFINE_integer('rounds', 3, 'Interleaved timing rounds (median is kept).')
 flags.DEFINE_float('max_run_gb', 12.0,
                    'Time only configurations whose args + temp bytes fit.')
+flags.DEFINE_float('stream_gb', 1.0,
+                   'Buffer size of the streaming reference (read repeatedly).')
 flags.DEFINE_string('out', 'benchmarks/results/large_vocab.json', 'Output JSON.')
 
 TEMPERATURE = 2.0
@@ -86,77 +99,110 @@ def _inputs(rows, hidden, vocab, dtype, abstract):
           for k, s, c in zip(keys, shapes, scale)]
 
 
-def _best_time(fn, args, repeats):
-  """Best of ``repeats`` calls of an already compiled ``fn``."""
-  best = np.inf
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
+def _seconds(fn, args):
+  """Wall time of one call of an already compiled ``fn``."""
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
 
 
-def _stream_seconds(num_bytes, repeats):
-  """Best time of ``jnp.sum`` over ``num_bytes`` of float32."""
-  x = jnp.ones((num_bytes // 4,), jnp.float32)
-  seconds = _best_time(jax.jit(jnp.sum), (x,), repeats)
-  del x
-  return seconds
+def _stream(num_bytes, buffer_gb):
+  """A compiled reduction reading ``num_bytes`` of float32, and its argument.
+
+  The buffer (at most ``buffer_gb``, far beyond the caches) is read
+  ``num_bytes / buffer`` times; ``maximum(x, i)`` keeps XLA from hoisting
+  the loop-invariant sum out of the loop.
+  """
+  size = min(num_bytes, int(buffer_gb * 2**30)) // 4
+  passes = max(1, round(num_bytes / (4 * size)))
+
+  def reduce(x):
+    body = lambda i, acc: acc + jnp.sum(jnp.maximum(x, i.astype(x.dtype)))
+    return jax.lax.fori_loop(0, passes, body, jnp.zeros((), x.dtype))
+
+  x = jnp.ones((size,), jnp.float32)
+  return jax.jit(reduce).lower(x).compile(), x, passes * size * 4
+
+
+def _matmul():
+  """A compiled float32 ``2048^3`` matmul, its arguments and its flops."""
+  x = jnp.ones((2048, 2048), jnp.float32)
+  return jax.jit(jnp.dot).lower(x, x).compile(), (x, x), 2 * 2048**3
+
+
+def _measure(vocab, dtype_name, rows, hidden):
+  """Rows of the results table for one (V, dtype): temp bytes and timings."""
+  dtype = jnp.dtype(dtype_name)
+  abstract = _inputs(rows, hidden, vocab, dtype, abstract=True)
+  arg_bytes = sum(int(np.prod(a.shape)) * dtype.itemsize for a in abstract)
+  logit_bytes = 2 * rows * vocab * 4
+  out, timed = {}, {}
+  for name, fn in METHODS.items():
+    step = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+    compiled = step.lower(*abstract).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    out[name] = dict(method=name, vocab=vocab, dtype=dtype_name, rows=rows,
+                     hidden=hidden, temp_bytes=int(temp), seconds=None,
+                     skipped=None, logit_bytes=logit_bytes)
+    if (arg_bytes + temp) / 2**30 > FLAGS.max_run_gb:
+      out[name]['skipped'] = (
+          f'args + temp = {(arg_bytes + temp) / 2**30:.1f} GiB > '
+          f'--max_run_gb={FLAGS.max_run_gb}')
+    else:
+      timed[name] = compiled
+  naive_temp = out['naive']['temp_bytes']
+  for r in out.values():
+    r['temp_ratio'] = r['temp_bytes'] / naive_temp
+  if not timed:
+    return list(out.values())
+  args = _inputs(rows, hidden, vocab, dtype, abstract=False)
+  stream_fn, stream_x, stream_bytes = _stream(logit_bytes, FLAGS.stream_gb)
+  matmul_fn, matmul_args, matmul_flops = _matmul()
+  samples = {name: [] for name in (*timed, 'stream', 'matmul')}
+  for _ in range(FLAGS.rounds):
+    for name, fn in timed.items():
+      samples[name].append(_seconds(fn, args))
+    samples['stream'].append(_seconds(stream_fn, (stream_x,)))
+    samples['matmul'].append(_seconds(matmul_fn, matmul_args))
+  stream_gbps = stream_bytes / float(np.median(samples['stream'])) / 1e9
+  peak_gflops = matmul_flops / float(np.median(samples['matmul'])) / 1e9
+  for name in timed:
+    r = out[name]
+    r['samples'] = samples[name]
+    r['seconds'] = float(np.median(samples[name]))
+    r['logit_gbps'] = logit_bytes / r['seconds'] / 1e9
+    r['stream_gbps'] = stream_gbps
+    r['stream_fraction'] = r['logit_gbps'] / stream_gbps
+    r['matmul_gflops'] = 8 * rows * hidden * vocab / r['seconds'] / 1e9
+    r['peak_gflops'] = peak_gflops
+    if 'naive' in timed:
+      r['time_ratio'] = r['seconds'] / float(np.median(samples['naive']))
+      r['round_ratios'] = [a / b for a, b in zip(samples[name],
+                                                  samples['naive'])]
+  return list(out.values())
 
 
 def main(argv):
   del argv
-  rows, hidden = FLAGS.rows, FLAGS.hidden
-  results = []
-  for vocab in map(int, FLAGS.vocab):
-    logit_bytes = 2 * rows * vocab * 4
-    stream = None
-    for dtype_name in FLAGS.dtypes:
-      dtype = jnp.dtype(dtype_name)
-      abstract = _inputs(rows, hidden, vocab, dtype, abstract=True)
-      arg_bytes = sum(int(np.prod(a.shape)) * dtype.itemsize for a in abstract)
-      compiled = {}
-      for name, fn in METHODS.items():
-        step = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
-        compiled[name] = step.lower(*abstract).compile()
-      concrete = None
-      for name in METHODS:
-        temp = compiled[name].memory_analysis().temp_size_in_bytes
-        row = dict(method=name, vocab=vocab, dtype=dtype_name, rows=rows,
-                   hidden=hidden, temp_bytes=int(temp), seconds=None,
-                   skipped=None)
-        if (arg_bytes + temp) / 2**30 > FLAGS.max_run_gb:
-          row['skipped'] = (f'args + temp = {(arg_bytes + temp) / 2**30:.1f} '
-                            f'GiB > --max_run_gb={FLAGS.max_run_gb}')
-        else:
-          if concrete is None:
-            concrete = _inputs(rows, hidden, vocab, dtype, abstract=False)
-          row['seconds'] = _best_time(compiled[name], concrete, FLAGS.repeats)
-          if stream is None and logit_bytes / 2**30 <= FLAGS.max_run_gb:
-            stream = _stream_seconds(logit_bytes, FLAGS.repeats)
-        results.append(row)
-        print(json.dumps(row), flush=True)
-      del concrete
-      naive = next(r for r in results if r['method'] == 'naive'
-                   and r['vocab'] == vocab and r['dtype'] == dtype_name)
-      for r in results:
-        if r['vocab'] != vocab or r['dtype'] != dtype_name:
-          continue
-        r['temp_ratio'] = r['temp_bytes'] / naive['temp_bytes']
-        if r['seconds'] is not None:
-          r['time_ratio'] = (r['seconds'] / naive['seconds']
-                             if naive['seconds'] else None)
-          r['logit_gbps'] = logit_bytes / r['seconds'] / 1e9
-          if stream is not None:
-            r['stream_gbps'] = logit_bytes / stream / 1e9
-            r['stream_fraction'] = r['logit_gbps'] / r['stream_gbps']
-  os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
   machine = dict(platform=platform.platform(), cpus=os.cpu_count(),
                  backend=jax.default_backend(), jax=jax.__version__,
                  devices=[str(d) for d in jax.devices()])
-  with open(FLAGS.out, 'w') as f:
-    json.dump(dict(machine=machine, temperature=TEMPERATURE,
-                   chunk_size=FLAGS.chunk_size, results=results), f, indent=1)
+  results = []
+  os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
+  for vocab in map(int, FLAGS.vocab):
+    for dtype_name in FLAGS.dtypes:
+      start = time.time()
+      rows = _measure(vocab, dtype_name, FLAGS.rows, FLAGS.hidden)
+      for row in rows:
+        print(json.dumps(row), flush=True)
+      results += rows
+      load = os.getloadavg()
+      print(f'V={vocab} {dtype_name}: {time.time() - start:.0f} s, load '
+            f'average {load[0]:.2f}', flush=True)
+      with open(FLAGS.out, 'w') as f:
+        json.dump(dict(machine=machine, temperature=TEMPERATURE,
+                       chunk_size=FLAGS.chunk_size, rounds=FLAGS.rounds,
+                       results=results), f, indent=1)
   print(_table(results))
 
 
@@ -164,17 +210,27 @@ def _fmt(value, spec):
   return '-' if value is None else format(value, spec)
 
 
+def _spread(ratios):
+  return '-' if not ratios else f'{min(ratios):.2f}-{max(ratios):.2f}'
+
+
 def _table(results):
-  lines = ['| V | dtype | method | temp MiB | temp / naive | fwd+bwd s | '
-           'time / naive | logit GB/s | % of streaming |',
-           '|---|---|---|---|---|---|---|---|---|']
+  lines = ['| V | dtype | method | temp MiB | temp / naive | fwd+bwd s (median) '
+           '| time / naive | per-round time / naive | logit GB/s | streaming '
+           'GB/s | % of streaming | matmul GFLOP/s | % of matmul peak |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in results:
+    fraction = r.get('stream_fraction')
     lines.append(
         f'| {r["vocab"]} | {r["dtype"]} | {r["method"]} | '
         f'{r["temp_bytes"] / 2**20:.0f} | {r["temp_ratio"]:.3f} | '
         f'{_fmt(r["seconds"], ".2f")} | {_fmt(r.get("time_ratio"), ".2f")} | '
+        f'{_spread(r.get("round_ratios"))} | '
         f'{_fmt(r.get("logit_gbps"), ".2f")} | '
-        f'{_fmt(r.get("stream_fraction") and 100 * r["stream_fraction"], ".0f")} |')
+        f'{_fmt(r.get("stream_gbps"), ".1f")} | '
+        f'{_fmt(fraction and 100 * fraction, ".1f")} | '
+        f'{_fmt(r.get("matmul_gflops"), ".0f")} | '
+        f'{_fmt(r.get("peak_gflops") and 100 * r["matmul_gflops"] / r["peak_gflops"], ".0f")} |')
   return '\n'.join(lines)
 
 

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_jax.data import pipeline
+from distill_jax.llm.train import make_lm_batch
 from distill_jax.losses import sparse_targets
 
 FORMAT_VERSION = 1
@@ -70,6 +71,20 @@ def tokenizer_hash(*paths: str) -> str:
     with open(path, 'rb') as f:
       digest.update(f.read())
   return 'sha256:' + digest.hexdigest()
+
+
+def tokenizer_info(tokenizer: Any) -> TokenizerInfo:
+  """``TokenizerInfo`` of a ``distill_jax.llm.tokenizer.Tokenizer``.
+
+  The hash is ``vocab-sha256:<hex>`` of its token strings in id order
+  (added tokens included): what a cached id means. The same vocabulary
+  read from a GGUF file or a ``tokenizer.json`` hashes alike.
+  """
+  vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+  tokens = sorted(vocab, key=vocab.get)
+  digest = hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode())
+  return TokenizerInfo(vocab_size=len(tokens),
+                       hash='vocab-sha256:' + digest.hexdigest())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +136,8 @@ def sparsify(logits: jax.Array, spec: CacheSpec,
       raise ValueError(f'CacheSpec.k={spec.k} exceeds the vocabulary size '
                        f'{log_p.shape[-1]} (top_k mode).')
     logprobs, ids = jax.lax.top_k(log_p, spec.k)
-    covered = jax.nn.logsumexp(logprobs, axis=-1)
-    tail = jnp.where(covered < 0, sparse_targets.log1mexp(covered), -jnp.inf)
+    tail = sparse_targets.log_mass_outside(log_p, ids,
+                                           jnp.ones(ids.shape, bool))
     return dict(ids=ids, logprobs=logprobs, tail=tail)
   # Inverse-CDF sampling: O(V + k log V) memory per token (categorical's
   # Gumbel noise would be [k, ..., V]).
@@ -362,3 +377,61 @@ def train_batches(cache: LogitCache, *, global_batch_size: int, seed: int,
   dataset = grain.MapDataset.range(start_step, 1 << 62).map(batch)
   yield from dataset.to_iter_dataset(
       grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+
+
+def as_lm_batch(item: dict[str, np.ndarray], *,
+                prompt_len: int = 0) -> dict[str, np.ndarray]:
+  """Cached sequences (``LogitCache.get``) as a language-model training batch.
+
+  The layout of ``distill_jax.llm.train.make_lm_batch`` (the first
+  ``prompt_len`` tokens as the prompt, the rest as the response) plus the
+  cached targets, aligned with the student's logits: the teacher's targets
+  at position ``i`` of ``tokens [B, T]`` predict token ``i + 1``, which is
+  the student's ``targets[:, i]``.
+
+  Returns:
+    ``inputs``, ``targets`` int32 ``[B, T - 1]``, ``token_mask`` bool and
+    ``loss_mask`` float32 ``[B, T - 1]`` (1 where the target is a response
+    token), ``target_ids`` int32 / ``target_logprobs`` float32 ``[B, T - 1,
+    k]``, ``tail_logprob`` float32 ``[B, T - 1]``.
+  """
+  tokens = item['tokens']
+  if not 0 <= prompt_len < tokens.shape[1]:
+    raise ValueError(f'prompt_len must be in [0, {tokens.shape[1]}) for cached '
+                     f'sequences of {tokens.shape[1]} tokens; got {prompt_len}.')
+  ones = np.ones(tokens.shape, bool)
+  batch = make_lm_batch(tokens[:, :prompt_len], ones[:, :prompt_len],
+                        tokens[:, prompt_len:], ones[:, prompt_len:])
+  batch = {key: np.asarray(value) for key, value in batch.items()}
+  batch.update({key: item[key][:, :-1] for key in
+                ('target_ids', 'target_logprobs', 'tail_logprob')})
+  return batch
+
+
+def lm_batches(path: str, *, tokenizer: TokenizerInfo, global_batch_size: int,
+               seed: int, prompt_len: int = 0, start_step: int = 0,
+               process_index: int = 0,
+               process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """Endless ``as_lm_batch`` batches of the cache at ``path`` (``train_batches`` order).
+
+  Feed them to the LM train step with a teacher-free method such as
+  ``token_sparse_kl``.
+
+  Args:
+    path: a cache directory (``write_cache``).
+    tokenizer: the student's tokenizer (``tokenizer_info``), with
+      ``vocab_size`` the student's number of output classes; a cache made
+      with another vocabulary or tokenizer is refused.
+    global_batch_size, seed, start_step, process_index, process_count: as
+      ``train_batches``.
+    prompt_len: leading tokens of each sequence that are not distilled.
+
+  Raises:
+    TokenizerMismatchError: the cache's tokenizer is not ``tokenizer``.
+  """
+  cache = LogitCache(path, tokenizer=tokenizer)
+  for item in train_batches(cache, global_batch_size=global_batch_size,
+                            seed=seed, start_step=start_step,
+                            process_index=process_index,
+                            process_count=process_count):
+    yield as_lm_batch(item, prompt_len=prompt_len)

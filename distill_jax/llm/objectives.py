@@ -74,7 +74,14 @@ class TokenDivergence(base.Method):
     del aux, step
     student_logits, teacher_logits = student_out[0], teacher_out[0]
     check_vocabularies(student_logits, teacher_logits)
-    div = masked_mean(self.divergence(student_logits, teacher_logits), batch['loss_mask'])
+    return self.combine(student_logits,
+                        self.divergence(student_logits, teacher_logits), batch)
+
+  def combine(self, student_logits: Array, divergence: Array,
+              batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+    """``(loss, metrics)`` from the per-token ``divergence`` ``[B, T]``: masked
+    mean, mixed with the next-token cross-entropy of ``student_logits``."""
+    div = masked_mean(divergence, batch['loss_mask'])
     ce = next_token_ce(student_logits, batch)
     total = self.ce_weight * ce + (1.0 - self.ce_weight) * div
     return total, {'ce': ce, 'divergence': div}

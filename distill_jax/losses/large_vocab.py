@@ -13,15 +13,21 @@ and never materialize more than ``[chunk_size, V]`` logits of either model:
   time (``lax.map``/``lax.scan``); per chunk both models' logits are computed,
   their log-sum-exp taken, and the per-row divergence summed over the
   vocabulary.
-* **custom_vjp with recomputation.** The forward pass keeps only the inputs
-  and five numbers per row (both log-sum-exps, as a shift and the rest, and
-  one row statistic); the
-  backward pass recomputes each chunk's logits, forms the gradient w.r.t. the
-  student logits analytically (``T * (p_s - p_t)`` for the forward KL) and
-  contracts it with the head and the hidden states at once, accumulating
-  ``d student_head [Ds, V]`` in float32. Extra cost: one more pass of both
-  matmuls; temp memory: ``O(chunk_size * V + Ds * V)`` instead of
-  ``O(N * V)``.
+* **custom_vjp, gradients in the forward pass** (Liger-Kernel's
+  fused-linear scheme). A call that is not differentiated computes only the
+  values. Under ``jax.grad``, the forward rule also forms, in the same chunk
+  pass, the gradient w.r.t. the chunk's student logits analytically (``T *
+  (p_s - p_t)`` for the forward KL) and contracts it at once with the head
+  (``d student_hidden [C, Ds]``) and the hidden states (``d student_head
+  [Ds, V]``, accumulated in float32 with the rows weighted by
+  ``row_weights``): 4 matmuls, as many as the naive forward+backward. The
+  backward rule scales ``d student_hidden`` row by row by the cotangent and
+  ``d student_head`` by one scalar when the cotangent is proportional to
+  ``row_weights`` (a sum, a mean or a masked mean of the rows); for any other
+  cotangent it recomputes each chunk's logits from five stored numbers per
+  row (both log-sum-exps, as a shift and the rest, and one row statistic)
+  and contracts again (``lax.cond``; only one branch runs). Temp memory:
+  ``O(chunk_size * V + Ds * V)`` instead of ``O(N * V)``.
 * **Vocabulary shards.** With ``vocab_axis`` set (inside ``jax.shard_map``,
   see ``vocab_sharded``) each device holds ``[D, V / n]`` of the heads; the
   per-chunk log-sum-exp is combined with ``lax.pmax``/``lax.psum`` over the
@@ -262,9 +268,13 @@ def _chunk_logits(spec, h_s, w_s, h_t, w_t, where):
 
 
 def _chunk_forward(spec, h_s, w_s, h_t, w_t, labels, where):
-  """One row chunk: ``(value, stat, shift_s, lse_s, shift_t, lse_t)``, each ``[C]``.
+  """One row chunk: its values ``[C]`` and its row statistics.
 
-  ``lse_*`` is the log-sum-exp of the logits minus their ``shift_*``.
+  Returns ``(value, row_stats, logits)``: ``value`` ``[C]``; ``row_stats =
+  (stat, shift_s, lse_s, shift_t, lse_t)``, each ``[C]``, with ``lse_*`` the
+  log-sum-exp of the logits minus their ``shift_*`` and ``stat`` the row
+  statistic of ``block_row_terms``; ``logits = (s, t)`` the shifted tempered
+  logits ``[C, V]`` (``t`` None for the cross-entropy), for ``_logit_grad``.
   """
   ops = _ops(spec.implementation)
   s, t = _chunk_logits(spec, h_s, w_s, h_t, w_t, where)
@@ -282,56 +292,126 @@ def _chunk_forward(spec, h_s, w_s, h_t, w_t, labels, where):
   if spec.kind == 'cross_entropy':
     # lse(z) - z[label], both relative to the shift.
     value = lse_s[:, 0] - value
-  return (_scale(spec) * value, stat, shift_s[:, 0], lse_s[:, 0],
-          shift_t[:, 0], lse_t[:, 0])
+  row_stats = (stat, shift_s[:, 0], lse_s[:, 0], shift_t[:, 0], lse_t[:, 0])
+  return _scale(spec) * value, row_stats, (s, t)
+
+
+def _logit_grad(spec, s, t, labels, row_stats):
+  """d(row value) / d(raw student logits) of one chunk, ``[C, V]`` float32.
+
+  ``s, t`` are the shifted tempered logits and ``row_stats`` the statistics
+  of ``_chunk_forward``; the gradient w.r.t. the tempered logits is scaled by
+  ``T**2 / T`` (the value factor and the temperature's chain rule).
+  """
+  stat, _, lse_s, _, lse_t = (x[:, None] for x in row_stats)
+  grad = _ops(spec.implementation).student_grad(
+      spec, s, t, lse_s, lse_t, stat[:, 0], labels, _col0(spec, s.shape[-1]))
+  return grad * (_scale(spec) / spec.temperature)
 
 
 def _chunked(x: Array | None, chunk: int) -> Array | None:
   return None if x is None else x.reshape(-1, chunk, *x.shape[1:])
 
 
+def _weighted_head_grad(h_s: Array, grad: Array, weights: Array) -> Array:
+  """``(diag(weights) h_s)^T grad``: ``[C, Ds], [C, V], [C] -> [Ds, V]`` float32.
+
+  The weights scale the small ``h_s`` (in its dtype), not ``grad``.
+  """
+  scaled = (h_s.astype(jnp.float32) * weights[:, None]).astype(h_s.dtype)
+  return jnp.dot(scaled.T, grad, preferred_element_type=jnp.float32)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused(spec, h_s, w_s, h_t, w_t, labels, where):
-  return _fused_fwd(spec, h_s, w_s, h_t, w_t, labels, where)[0]
+def _fused(spec, h_s, w_s, h_t, w_t, labels, where, row_weights):
+  """Per-row values ``[N]`` (``N`` a multiple of the chunk size); loss only."""
+  del row_weights  # Used by the backward pass only.
+  value = jax.lax.map(
+      lambda xs: _chunk_forward(spec, xs[0], w_s, xs[1], w_t, xs[2], where)[0],
+      (_chunked(h_s, spec.chunk_size), _chunked(h_t, spec.chunk_size),
+       _chunked(labels, spec.chunk_size)))
+  return value.reshape(-1)
 
 
-def _fused_fwd(spec, h_s, w_s, h_t, w_t, labels, where):
-  chunk = spec.chunk_size
-  value, *row_stats = jax.lax.map(
-      lambda xs: _chunk_forward(spec, xs[0], w_s, xs[1], w_t, xs[2], where),
-      (_chunked(h_s, chunk), _chunked(h_t, chunk), _chunked(labels, chunk)))
-  residuals = (h_s, w_s, h_t, w_t, labels, where,
-               tuple(x.reshape(-1) for x in row_stats))
+def _fused_fwd(spec, h_s, w_s, h_t, w_t, labels, where, row_weights):
+  """Values and, in the same chunk pass, the student's gradients.
+
+  Per chunk: both logits (2 matmuls), the divergence, the gradient ``G``
+  w.r.t. the student logits, ``d hidden = G W_s^T`` (per row, so any
+  cotangent scales it exactly) and ``d head += h_s^T diag(row_weights) G``
+  (exact for cotangents proportional to ``row_weights``) -- 4 matmuls, as
+  many as the naive forward+backward.
+  """
+
+  def step(d_head, xs):
+    h_s_c, h_t_c, labels_c, weights_c = xs
+    value, row_stats, (s, t) = _chunk_forward(spec, h_s_c, w_s, h_t_c, w_t,
+                                              labels_c, where)
+    grad = _logit_grad(spec, s, t, labels_c, row_stats).astype(w_s.dtype)
+    d_hidden = jnp.dot(grad, w_s.T, preferred_element_type=jnp.float32)
+    d_head = d_head + _weighted_head_grad(h_s_c, grad, weights_c)
+    return d_head, (value, d_hidden, row_stats)
+
+  xs = jax.tree.map(lambda x: _chunked(x, spec.chunk_size),
+                    (h_s, h_t, labels, row_weights))
+  d_head, (value, d_hidden, row_stats) = jax.lax.scan(
+      step, jnp.zeros_like(w_s, jnp.float32), xs)
+  residuals = (h_s, w_s, h_t, w_t, labels, where, row_weights,
+               jax.tree.map(lambda x: x.reshape(-1), row_stats),
+               d_hidden.reshape(h_s.shape), d_head)
   return value.reshape(-1), residuals
 
 
-def _fused_bwd(spec, residuals, cotangent):
-  h_s, w_s, h_t, w_t, labels, where, row_stats = residuals
-  ops = _ops(spec.implementation)
-  chunk = spec.chunk_size
-  # d value / d raw student logits = scale / T * d value / d tempered logits.
-  factor = _scale(spec) / spec.temperature
+def _recomputed_head_grad(spec, h_s, w_s, h_t, w_t, labels, where, row_stats,
+                          cotangent):
+  """``h_s^T diag(cotangent) G`` by a second chunk pass (2-3 matmuls a chunk)."""
 
   def step(d_head, xs):
-    h_s_c, h_t_c, labels_c, ct_c, row_stats_c = xs
-    stat, shift_s, lse_s, shift_t, lse_t = (x[:, None] for x in row_stats_c)
+    h_s_c, h_t_c, labels_c, stats_c, ct_c = xs
+    _, shift_s, _, shift_t, _ = (x[:, None] for x in stats_c)
     s, t = _chunk_logits(spec, h_s_c, w_s, h_t_c, w_t, where)
-    s = s - shift_s
-    t = None if t is None else t - shift_t
-    col0 = _col0(spec, s.shape[-1])
-    grad = ops.student_grad(spec, s, t, lse_s, lse_t, stat[:, 0], labels_c,
-                            col0)
-    grad = (grad * (factor * ct_c.astype(jnp.float32))[:, None]).astype(w_s.dtype)
-    d_hidden = jnp.dot(grad, w_s.T, preferred_element_type=jnp.float32)
-    d_head = d_head + jnp.dot(h_s_c.T, grad, preferred_element_type=jnp.float32)
-    return d_head, d_hidden.astype(h_s.dtype)
+    grad = _logit_grad(spec, s - shift_s, None if t is None else t - shift_t,
+                       labels_c, stats_c).astype(w_s.dtype)
+    return d_head + _weighted_head_grad(h_s_c, grad, ct_c), None
 
-  xs = jax.tree.map(lambda x: _chunked(x, chunk),
-                    (h_s, h_t, labels, cotangent, row_stats))
-  d_head, d_hidden = jax.lax.scan(step, jnp.zeros_like(w_s, jnp.float32), xs)
-  # The teacher (already stop_gradient-ed), labels and mask get no gradient.
-  return (d_hidden.reshape(h_s.shape), d_head.astype(w_s.dtype),
-          None, None, None, None)
+  xs = jax.tree.map(lambda x: _chunked(x, spec.chunk_size),
+                    (h_s, h_t, labels, row_stats, cotangent))
+  return jax.lax.scan(step, jnp.zeros_like(w_s, jnp.float32), xs)[0]
+
+
+def _proportionality(cotangent: Array, weights: Array) -> tuple[Array, Array]:
+  """``(c, ok)``: ``ok`` iff ``cotangent == c * weights`` (to 1e-6 relative).
+
+  ``c`` is read at the largest weight, so a mean (weights 1, cotangent
+  ``1/N``) or a masked mean (weights = mask, cotangent = ``mask / count``)
+  passes exactly.
+  """
+  anchor = jnp.argmax(jnp.abs(weights))
+  w_anchor = weights[anchor]
+  c = jnp.where(w_anchor != 0, cotangent[anchor] / w_anchor, 0.0)
+  ok = jnp.all(jnp.abs(cotangent - c * weights) <= 1e-6 * jnp.abs(cotangent))
+  return c, ok
+
+
+def _fused_bwd(spec, residuals, cotangent):
+  """Scales the forward's gradients by the cotangent ``[N]``.
+
+  ``d hidden`` row by row; ``d head`` by the scalar ``c`` when the
+  cotangent is ``c * row_weights`` (no matmul), else by a recomputing chunk
+  pass (``lax.cond``: only one branch runs).
+  """
+  (h_s, w_s, h_t, w_t, labels, where, row_weights, row_stats, d_hidden,
+   d_head) = residuals
+  cotangent = cotangent.astype(jnp.float32)
+  d_hidden = (d_hidden * cotangent[:, None]).astype(h_s.dtype)
+  c, proportional = _proportionality(cotangent, row_weights)
+  d_head = jax.lax.cond(
+      proportional, lambda: c * d_head,
+      lambda: _recomputed_head_grad(spec, h_s, w_s, h_t, w_t, labels, where,
+                                    row_stats, cotangent))
+  # The teacher (already stop_gradient-ed), labels, masks and weights get no
+  # gradient.
+  return (d_hidden, d_head.astype(w_s.dtype), None, None, None, None, None)
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -414,8 +494,8 @@ def _common_vma(arrays: Sequence[Array | None]) -> list[Array | None]:
 
 
 def _run(fn: str, spec_kwargs: dict[str, Any], student_hidden, student_head,
-         teacher_hidden, teacher_head, labels, where, *, chunk_size: int,
-         pad: bool, vocab_axis: str | None,
+         teacher_hidden, teacher_head, labels, where, row_weights, *,
+         chunk_size: int, pad: bool, vocab_axis: str | None,
          implementation: str | None) -> Array:
   """Checks shapes and dtypes, pads/flattens rows, runs ``_fused``."""
   kind = spec_kwargs['kind']
@@ -455,6 +535,15 @@ def _run(fn: str, spec_kwargs: dict[str, Any], student_hidden, student_head,
       raise ValueError(f'{fn}: labels must have the rows shape {batch_shape} of '
                        f'hidden {h_s.shape}; got shape {labels.shape}.')
     labels = labels.reshape(-1).astype(jnp.int32)
+  if row_weights is None:
+    row_weights = jnp.ones(batch_shape, jnp.float32)
+  row_weights = jnp.asarray(row_weights)
+  if (not jnp.issubdtype(row_weights.dtype, jnp.floating)
+      or row_weights.shape != batch_shape):
+    raise ValueError(
+        f'{fn}: row_weights must be a float array with the rows shape '
+        f'{batch_shape} of hidden {h_s.shape}; got {row_weights.dtype} '
+        f'{row_weights.shape}.')
   if where is not None:
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_ or where.shape != (vocab,):
@@ -478,8 +567,11 @@ def _run(fn: str, spec_kwargs: dict[str, Any], student_hidden, student_head,
   if h_t is not None:
     h_t = _pad_rows(h_t.reshape(rows, -1), padded)
   labels = _pad_rows(labels, padded)
+  # Padding rows get weight 0, as their cotangent will be.
+  row_weights = _pad_rows(row_weights.reshape(-1).astype(jnp.float32), padded)
   h_s, w_s, h_t, w_t = _common_vma([h_s, w_s, h_t, w_t])
-  value = _fused(spec, h_s, w_s, h_t, w_t, labels, where)
+  value = _fused(spec, h_s, w_s, h_t, w_t, labels, where,
+                 jax.lax.stop_gradient(row_weights))
   return value[:rows].reshape(batch_shape)
 
 
@@ -496,17 +588,24 @@ _COMMON_ARGS_DOC = """
       ``jax.shard_map`` (``vocab_sharded`` does it for you).
     implementation: ``'xla'``, ``'pallas'`` or None (Pallas on GPU/TPU, XLA on
       CPU).
+    row_weights: optional float ``[...]``, the weights the caller will reduce
+      the rows with, up to one scalar factor (e.g. the loss mask); default
+      all ones (a sum or mean). Speed only: when the cotangent is ``c *
+      row_weights`` the head gradient comes from the forward pass for free,
+      otherwise the backward recomputes it (values and gradients are the
+      same either way).
 """
 
 
 def _kl_family(kind: str, fn: str, student_hidden, student_head,
                teacher_hidden, teacher_head, *, beta: float, temperature,
-               where, chunk_size, pad, vocab_axis, implementation) -> Array:
+               where, chunk_size, pad, vocab_axis, implementation,
+               row_weights) -> Array:
   temperature = _check_host_number(fn, 'temperature', temperature, low=0.0,
                                    high=np.inf, open_low=True)
   return _run(fn, dict(kind=kind, beta=beta, temperature=temperature),
               student_hidden, student_head, teacher_hidden, teacher_head,
-              None, where, chunk_size=chunk_size, pad=pad,
+              None, where, row_weights, chunk_size=chunk_size, pad=pad,
               vocab_axis=vocab_axis, implementation=implementation)
 
 
@@ -516,7 +615,8 @@ def fused_linear_kl(student_hidden: ArrayLike, student_head: ArrayLike,
                     temperature: float = 1.0, where: ArrayLike | None = None,
                     chunk_size: int = 1024, pad: bool = False,
                     vocab_axis: str | None = None,
-                    implementation: str | None = None) -> Array:
+                    implementation: str | None = None,
+                    row_weights: ArrayLike | None = None) -> Array:
   """Forward KL from hidden states: ``kl_divergence(h_s @ W_s, h_t @ W_t)``.
 
   ``T**2 * KL(softmax(teacher/T) || softmax(student/T))`` per row, computed
@@ -541,7 +641,7 @@ def fused_linear_kl(student_hidden: ArrayLike, student_head: ArrayLike,
                     teacher_hidden, teacher_head, beta=0.0,
                     temperature=temperature, where=where,
                     chunk_size=chunk_size, pad=pad, vocab_axis=vocab_axis,
-                    implementation=implementation)
+                    implementation=implementation, row_weights=row_weights)
 
 
 @register('losses', 'fused_linear_reverse_kl')
@@ -551,7 +651,8 @@ def fused_linear_reverse_kl(student_hidden: ArrayLike, student_head: ArrayLike,
                             where: ArrayLike | None = None,
                             chunk_size: int = 1024, pad: bool = False,
                             vocab_axis: str | None = None,
-                            implementation: str | None = None) -> Array:
+                            implementation: str | None = None,
+                            row_weights: ArrayLike | None = None) -> Array:
   """Reverse KL from hidden states: ``reverse_kl(h_s @ W_s, h_t @ W_t)``.
 
   ``T**2 * KL(softmax(student/T) || softmax(teacher/T))`` per row; student
@@ -571,7 +672,7 @@ def fused_linear_reverse_kl(student_hidden: ArrayLike, student_head: ArrayLike,
                     student_head, teacher_hidden, teacher_head, beta=1.0,
                     temperature=temperature, where=where,
                     chunk_size=chunk_size, pad=pad, vocab_axis=vocab_axis,
-                    implementation=implementation)
+                    implementation=implementation, row_weights=row_weights)
 
 
 @register('losses', 'fused_linear_generalized_jsd')
@@ -580,7 +681,8 @@ def fused_linear_generalized_jsd(
     teacher_hidden: ArrayLike, teacher_head: ArrayLike, *, beta: float = 0.5,
     temperature: float = 1.0, where: ArrayLike | None = None,
     chunk_size: int = 1024, pad: bool = False, vocab_axis: str | None = None,
-    implementation: str | None = None) -> Array:
+    implementation: str | None = None,
+    row_weights: ArrayLike | None = None) -> Array:
   """GKD's generalized JSD from hidden states: ``generalized_jsd(h_s @ W_s, h_t @ W_t, beta=beta)``.
 
   Normalized as in ``losses.generalized_jsd``: ``T**2 JSD_beta / (beta (1 -
@@ -604,7 +706,8 @@ def fused_linear_generalized_jsd(
   return _kl_family(kind, fn, student_hidden, student_head, teacher_hidden,
                     teacher_head, beta=beta, temperature=temperature,
                     where=where, chunk_size=chunk_size, pad=pad,
-                    vocab_axis=vocab_axis, implementation=implementation)
+                    vocab_axis=vocab_axis, implementation=implementation,
+                    row_weights=row_weights)
 
 
 @register('losses', 'fused_linear_cross_entropy')
@@ -613,7 +716,8 @@ def fused_linear_cross_entropy(hidden: ArrayLike, head: ArrayLike,
                                where: ArrayLike | None = None,
                                chunk_size: int = 1024, pad: bool = False,
                                vocab_axis: str | None = None,
-                               implementation: str | None = None) -> Array:
+                               implementation: str | None = None,
+                               row_weights: ArrayLike | None = None) -> Array:
   """Cross-entropy with integer labels from hidden states, ``lse(z) - z[label]``.
 
   Equals ``optax.losses.softmax_cross_entropy_with_integer_labels(hidden @
@@ -627,7 +731,8 @@ def fused_linear_cross_entropy(hidden: ArrayLike, head: ArrayLike,
       out may hold any id; their value is meaningless but finite).
     where: optional boolean vocabulary mask ``[V]`` (local shard under
       ``vocab_axis``).
-    chunk_size, pad, vocab_axis, implementation: as ``fused_linear_kl``.
+    chunk_size, pad, vocab_axis, implementation, row_weights: as
+      ``fused_linear_kl``.
 
   Returns:
     ``[...]`` float32, ``>= 0``.
@@ -638,7 +743,8 @@ def fused_linear_cross_entropy(hidden: ArrayLike, head: ArrayLike,
   """
   return _run('fused_linear_cross_entropy',
               dict(kind='cross_entropy', beta=0.0, temperature=1.0), hidden,
-              head, None, None, labels, where, chunk_size=chunk_size, pad=pad,
+              head, None, None, labels, where, row_weights,
+              chunk_size=chunk_size, pad=pad,
               vocab_axis=vocab_axis, implementation=implementation)
 
 
@@ -661,12 +767,12 @@ def vocab_sharded(fn: Callable[..., Array], mesh: Mesh, *,
   """``fn`` (a kernel of this module) over global arrays with ``V`` split over ``vocab_axis``.
 
   The returned function takes the same arguments as ``fn`` (global shapes:
-  hidden ``[B, ..., D]``, heads ``[D, V]``, labels ``[B, ...]``, ``where``
-  ``[V]``) and runs it in ``jax.shard_map`` over ``mesh``: the leading row
-  axis split over ``batch_axes``, the heads' and ``where``'s vocabulary axis
-  over ``vocab_axis``. Use it inside a jitted train step whose heads are
-  sharded ``P(None, 'tensor')``; the result is ``[B, ...]`` split like the
-  rows.
+  hidden ``[B, ..., D]``, heads ``[D, V]``, labels and ``row_weights``
+  ``[B, ...]``, ``where`` ``[V]``) and runs it in ``jax.shard_map`` over
+  ``mesh``: the leading row axis split over ``batch_axes``, the heads' and
+  ``where``'s vocabulary axis over ``vocab_axis``. Use it inside a jitted
+  train step whose heads are sharded ``P(None, 'tensor')``; the result is
+  ``[B, ...]`` split like the rows.
 
   Raises:
     ValueError: ``V`` or the batch is not divisible by the mesh axes (pad
@@ -680,7 +786,7 @@ def vocab_sharded(fn: Callable[..., Array], mesh: Mesh, *,
   specs = {'hidden': P(batch_axes), 'rows': P(batch_axes),
            'head': P(None, vocab_axis)}
 
-  def sharded(*arrays, where=None, **kwargs):
+  def sharded(*arrays, where=None, row_weights=None, **kwargs):
     if len(arrays) != len(roles):
       raise ValueError(f'{fn.__name__}: expected {len(roles)} arrays '
                        f'{roles}; got {len(arrays)}.')
@@ -699,12 +805,14 @@ def vocab_sharded(fn: Callable[..., Array], mesh: Mesh, *,
             f'{fn.__name__}: the leading axis of {role} {shape} is not '
             f'divisible by the {rows} batch shards of mesh axes {batch_axes}.')
 
-    def body(arrays, where):
-      return fn(*arrays, where=where, vocab_axis=vocab_axis, **kwargs)
+    def body(arrays, where, row_weights):
+      return fn(*arrays, where=where, row_weights=row_weights,
+                vocab_axis=vocab_axis, **kwargs)
 
     return jax.shard_map(
         body, mesh=mesh,
-        in_specs=(tuple(specs[r] for r in roles), P(vocab_axis)),
-        out_specs=P(batch_axes))(arrays, where)
+        in_specs=(tuple(specs[r] for r in roles), P(vocab_axis),
+                  specs['rows']),
+        out_specs=P(batch_axes))(arrays, where, row_weights)
 
   return sharded

