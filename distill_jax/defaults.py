@@ -116,25 +116,29 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _leaf_paths(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+def _leaf_paths(config: ml_collections.ConfigDict, free_form: tuple[str, ...],
+                prefix: str = '') -> list[str]:
   paths = []
   for key, value in config.items():
     path = f'{prefix}{key}'
-    if path in FREE_FORM:
+    if path in free_form:
       paths.append(path)
     elif isinstance(value, ml_collections.ConfigDict):
-      paths.extend(_leaf_paths(value, path + '.'))
+      paths.extend(_leaf_paths(value, free_form, path + '.'))
     else:
       paths.append(path)
   return paths
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming every key of ``config`` that the defaults lack."""
-  known = set(_leaf_paths(default_config()))
+def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+               free_form: tuple[str, ...], where: str) -> None:
+  """Raises ValueError naming every key of ``config`` that ``reference`` lacks
+  (sub-trees named in ``free_form`` may hold anything); ``where`` is the file
+  that documents the keys."""
+  known = set(_leaf_paths(reference, free_form))
   unknown = [
-      path for path in _leaf_paths(config)
-      if path not in known and not any(path.startswith(f + '.') for f in FREE_FORM)
+      path for path in _leaf_paths(config, free_form)
+      if path not in known and not any(path.startswith(f + '.') for f in free_form)
   ]
   if unknown:
     lines = []
@@ -144,4 +148,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       lines.append(f'  {path}{hint}')
     raise ValueError(
         'Unknown config keys:\n' + '\n'.join(lines) +
-        '\nThe valid keys are listed, with their meaning, in distill_jax/defaults.py.')
+        f'\nThe valid keys are listed, with their meaning, in {where}.')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming every key of ``config`` that the defaults lack."""
+  check_keys(config, default_config(), FREE_FORM, 'distill_jax/defaults.py')

@@ -116,7 +116,7 @@ def evaluate(exp: Experiment, state) -> dict[str, float]:
                        lambda batch: compiled.eval_fn(state, compiled.teacher_variables, batch))
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
   seconds = int(seconds)
   return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else (
       f'{seconds // 60}m{seconds % 60:02d}s')
@@ -129,13 +129,13 @@ def _format_bytes(count: int) -> str:
   return f'{count} B'
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
   """Progress output on process 0 (stdout, so library INFO logs can stay off)."""
   if jax.process_index() == 0:
     print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def _prepare_workdir(workdir: str) -> str:
+def prepare_workdir(workdir: str) -> str:
   workdir = os.path.abspath(workdir)
   parent = os.path.dirname(workdir)
   if not os.path.isdir(parent):
@@ -152,7 +152,7 @@ class NonFiniteError(FloatingPointError):
   """A step's loss or gradient norm was NaN/Inf and ``train.nan_policy`` is ``'stop'``."""
 
 
-def _check_nan_policy(config: ml_collections.ConfigDict) -> None:
+def check_nan_policy(config: ml_collections.ConfigDict) -> None:
   if config.train.nan_policy not in NAN_POLICIES:
     raise ValueError(
         f'config.train.nan_policy={config.train.nan_policy!r}: use \'stop\' (stop at a '
@@ -160,7 +160,7 @@ def _check_nan_policy(config: ml_collections.ConfigDict) -> None:
         'such steps and go on).')
 
 
-def _drop_rows_after(workdir: str, step: int) -> None:
+def drop_rows_after(workdir: str, step: int) -> None:
   """Removes rows past ``step`` from ``metrics.jsonl``: a killed run logged them
   (the last maybe half-written), and the resumed run logs them again."""
   path = os.path.join(workdir, metrics_lib.METRICS_FILE)
@@ -222,8 +222,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
     NonFiniteError: a NaN/Inf loss or gradient with ``train.nan_policy='stop'``.
   """
   start_time = time.time()
-  workdir = _prepare_workdir(workdir)
-  _check_nan_policy(config)
+  workdir = prepare_workdir(workdir)
+  check_nan_policy(config)
   with preemption.watch() as notice:
     if config.scheme.name == 'born_again':
       defaults.validate(config)
@@ -231,11 +231,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
     exp = build(config, devices)
     context, compiled = exp.context, exp.compiled
     num_params = compiled.num_params
-    _log(f'{config.scheme.name}: {config.student.model} ({num_params:,} params), '
-         f'method {config.method.name}; {context.num_train} training examples, '
-         f'{context.steps_per_epoch} steps/epoch, {context.total_steps} steps; '
-         f'mesh {dict(exp.mesh.shape)}')
-    _log('per device: ' + ', '.join(f'{k} {_format_bytes(v)}' for k, v in compiled.memory.items()))
+    log(f'{config.scheme.name}: {config.student.model} ({num_params:,} params), '
+        f'method {config.method.name}; {context.num_train} training examples, '
+        f'{context.steps_per_epoch} steps/epoch, {context.total_steps} steps; '
+        f'mesh {dict(exp.mesh.shape)}')
+    log('per device: ' + ', '.join(f'{k} {_format_bytes(v)}' for k, v in compiled.memory.items()))
 
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
@@ -246,8 +246,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
       state = compiled.init_fn(jax.random.PRNGKey(config.seed))
     start_step = int(jax.device_get(state.step))
     if start_step:
-      _log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
-    _drop_rows_after(workdir, start_step)
+      log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
+    drop_rows_after(workdir, start_step)
 
     writer = metrics_lib.MetricWriter(workdir)
     try:
@@ -263,7 +263,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
   return results
 
 
-def _is_nonfinite(step_metrics: dict[str, Any]) -> bool:
+def is_nonfinite(step_metrics: dict[str, Any]) -> bool:
   return bool(step_metrics.get('nonfinite', 0.0) > 0 or not np.isfinite(step_metrics['loss'])
               or not np.isfinite(step_metrics.get('grad_norm', 0.0)))
 
@@ -278,7 +278,7 @@ def _describe_nonfinite(step: int, step_metrics: dict[str, Any]) -> str:
           f'not finite ({values})')
 
 
-class _NonFiniteGuard:
+class NonFiniteGuard:
   """Applies ``train.nan_policy`` to fetched per-step metrics, before anything is saved.
 
   The steps themselves never write a non-finite update into the state
@@ -291,12 +291,12 @@ class _NonFiniteGuard:
 
   def check(self, fetched: list[tuple[int, dict[str, Any]]]) -> None:
     for step, step_metrics in fetched:
-      if _is_nonfinite(step_metrics):
+      if is_nonfinite(step_metrics):
         if self.policy == 'stop':
           raise self._error(step, step_metrics)
         if not self.skipped:
-          _log(f'{_describe_nonfinite(step, step_metrics)}: the step was skipped '
-               '(train.nan_policy=skip); later ones are counted in the log lines.')
+          log(f'{_describe_nonfinite(step, step_metrics)}: the step was skipped '
+              '(train.nan_policy=skip); later ones are counted in the log lines.')
         self.skipped += 1
 
   def _error(self, step: int, step_metrics: dict[str, Any]) -> NonFiniteError:
@@ -319,10 +319,10 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
   log_every = config.train.log_every_steps
   eval_every = _every(config.train.eval_every_epochs, steps_per_epoch, total)
   checkpoint_every = _every(config.train.checkpoint_every_epochs, steps_per_epoch, total)
-  guard = _NonFiniteGuard(config.train.nan_policy, manager)
+  guard = NonFiniteGuard(config.train.nan_policy, manager)
   if start_step < total and notice.reached(start_step, boundary=True):
-    _log(f'{notice.signal_name} received before training resumed; stopping at step '
-         f'{start_step} (nothing new to save).')
+    log(f'{notice.signal_name} received before training resumed; stopping at step '
+        f'{start_step} (nothing new to save).')
     return {'preempted': True, 'step': start_step, 'nonfinite_steps': 0}
   batch_sharding = sharding.batch_sharding(exp.mesh)
   batches = data.train_batches(
@@ -349,7 +349,7 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       guard.check(fetched)  # Raises (nan_policy=stop) before anything is saved.
       window += fetched
     if log_now:  # (A preempted run drops its partial window: rows keep the cadence.)
-      good = [m for _, m in window if not _is_nonfinite(m)]
+      good = [m for _, m in window if not is_nonfinite(m)]
       scalars = metrics_lib.mean_of(good or [m for _, m in window])
       scalars.pop('nonfinite', None)
       scalars['nonfinite_steps'] = len(window) - len(good)
@@ -361,16 +361,16 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       writer.write(step, {f'train/{k}': v for k, v in scalars.items()} |
                    {'train/steps_per_second': rate, 'train/input_wait_fraction': input_share})
       skipped = scalars['nonfinite_steps']
-      _log(f'step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | '
-           f'loss {scalars["loss"]:.4f} acc {scalars["accuracy"]:.4f} | '
-           f'{rate:.1f} steps/s, {rate * config.train.batch_size:.0f} ex/s, '
-           f'input wait {100 * input_share:.0f}% | '
-           f'ETA {_format_duration((total - step) / max(rate, 1e-9))}' +
-           (f' | {skipped} non-finite step(s) skipped' if skipped else ''))
+      log(f'step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | '
+          f'loss {scalars["loss"]:.4f} acc {scalars["accuracy"]:.4f} | '
+          f'{rate:.1f} steps/s, {rate * config.train.batch_size:.0f} ex/s, '
+          f'input wait {100 * input_share:.0f}% | '
+          f'ETA {format_duration((total - step) / max(rate, 1e-9))}' +
+          (f' | {skipped} non-finite step(s) skipped' if skipped else ''))
     if (step % eval_every == 0 or step == total) and not preempted:
       summary = evaluate(exp, state)
       writer.write(step, {f'eval/{k}': v for k, v in summary.items()})
-      _log(f'eval at step {step}: ' + ', '.join(
+      log(f'eval at step {step}: ' + ', '.join(
           f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
           for k, v in summary.items()))
       # Eval time is not training speed.
@@ -379,8 +379,8 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       checkpoint.save(manager, state)
     if preempted:
       manager.wait_until_finished()
-      _log(f'{notice.signal_name} received: saved the checkpoint at step {step} '
-           f'({checkpoint.step_dir(manager, step)}); rerun the same command to resume.')
+      log(f'{notice.signal_name} received: saved the checkpoint at step {step} '
+          f'({checkpoint.step_dir(manager, step)}); rerun the same command to resume.')
       return {'preempted': True, 'step': step, 'nonfinite_steps': guard.skipped}
   manager.wait_until_finished()
   if start_step >= total:

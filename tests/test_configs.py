@@ -1,4 +1,8 @@
-"""Every config in configs/ runs for 2 steps (``runlocal``) on 8 simulated devices."""
+"""Every config in configs/ runs for 2 steps (``runlocal``) on 8 simulated devices.
+
+Language-model configs (``configs/llm/``) run through ``distill_jax.llm.run``
+with a tiny random GGUF teacher (``{teacher}`` in their SMOKE_TEST_ARGS).
+"""
 
 import glob
 import json
@@ -9,6 +13,7 @@ import pytest
 from distill_jax import config_args
 from distill_jax.data import testing
 from distill_jax import train
+from distill_jax.llm import run as lm_run
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', 'configs')
 CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True))
@@ -28,6 +33,9 @@ def test_there_are_configs():
 def test_config_runs_locally(path, data_dir, tmp_path):
   smoke_args = _module_attribute(path, 'SMOKE_TEST_ARGS')
   assert smoke_args, f'{path} must define SMOKE_TEST_ARGS (the runlocal runs to smoke-test).'
+  if os.path.relpath(path, CONFIG_DIR).startswith('llm' + os.sep):
+    _run_lm_config(path, smoke_args, tmp_path)
+    return
   # Data sets with no offline source (CIFAR) are written as synthetic tfds data.
   for tfds_name, splits in (_module_attribute(path, 'FAKE_DATA') or {}).items():
     testing.write_fake_tfds_data(tfds_name, str(tmp_path / 'fake_data'), splits)
@@ -42,3 +50,14 @@ def test_config_runs_locally(path, data_dir, tmp_path):
     results = json.load(open(os.path.join(workdir, 'results.json')))
     assert results['steps'] == 2
     assert results['test']['examples'] > 0
+
+
+def _run_lm_config(path, smoke_args, tmp_path):
+  from tests.llm.conftest import random_variables, tiny_config, write_gguf  # pylint: disable=g-import-not-at-top
+  teacher = str(tmp_path / 'teacher.gguf')
+  write_gguf(teacher, tiny_config(), random_variables(tiny_config()))
+  for i, arg in enumerate(smoke_args):
+    config = config_args.load_config_file(path, arg.format(teacher=teacher) + ',runlocal')
+    results = lm_run.run(config, str(tmp_path / f'run{i}'))
+    assert results['steps'] == 2
+    assert results['eval']['tokens'] > 0

@@ -15,7 +15,9 @@ Command::
     --max_new_tokens=128 --temperature=0.7 --top_p=0.95 --seed=0
 
 ``--prompts`` is a text file with one prompt per line (sent through the chat
-template with ``--chat``, as plain text otherwise).
+template with ``--chat``, as plain text otherwise). The student then trains on
+it with ``python -m distill_jax.llm.main
+--config=configs/llm/smollm2.py:method=token_ce,seqkd_data_dir=DIR,seqkd_name=NAME``.
 """
 
 import dataclasses

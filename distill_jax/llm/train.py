@@ -141,6 +141,7 @@ class LMTrainer:
   method: Method
   mesh: Any
   batch_sharding: Any
+  abstract_state: Any
   init_fn: Any
   train_fn: Any
   eval_fn: Any
@@ -170,8 +171,8 @@ def build_trainer(*, student: Llama, teacher: Llama | None, teacher_variables: A
   boxed_init = functools.partial(
       state_lib.init_boxed_state, student=student, method=method, optimizer=optimizer,
       sample_images=sample, teacher_features=teacher_features, num_train=0)
-  state_shardings = sharding.logical_shardings(
-      jax.eval_shape(boxed_init, jax.random.PRNGKey(0)), mesh, rules)
+  boxed_state = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
+  state_shardings = sharding.logical_shardings(boxed_state, mesh, rules)
   replicated = sharding.replicated(mesh)
   data = sharding.batch_sharding(mesh)
   teacher_shardings = None
@@ -192,7 +193,8 @@ def build_trainer(*, student: Llama, teacher: Llama | None, teacher_variables: A
   eval_fn = jax.jit(functools.partial(lm_eval_step, student=student, teacher=teacher),
                     out_shardings=replicated)
   init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=state_shardings)
-  return LMTrainer(student, teacher, teacher_variables, method, mesh, data, init_fn,
+  return LMTrainer(student, teacher, teacher_variables, method, mesh, data,
+                   sharding.with_shardings(boxed_state, state_shardings), init_fn,
                    train_fn, eval_fn)
 
 
@@ -204,27 +206,39 @@ def _on_policy_batch(trainer: LMTrainer, state, example: Batch, on_policy: OnPol
   return {**example, 'response': out.tokens, 'response_mask': out.mask}
 
 
+def step_batch(trainer: LMTrainer, state, example: Batch, step: int,
+               on_policy: OnPolicy | None) -> tuple[Batch, bool]:
+  """The device batch of training step ``step`` (0-based) from ``example``.
+
+  With ``on_policy``, the responses are the student's samples with
+  probability ``lam``; the coin and the sampling key depend on
+  ``(on_policy.seed, step)`` only (a resumed run draws the same). Returns the
+  ``make_lm_batch`` batch in the trainer's batch sharding and whether it was
+  generated.
+  """
+  generated = bool(on_policy is not None and on_policy.lam > 0 and
+                   np.random.default_rng([on_policy.seed, step]).random() < on_policy.lam)
+  if generated:
+    example = _on_policy_batch(trainer, state, example, on_policy, step)
+  batch = make_lm_batch(example['prompt'], example['prompt_mask'], example['response'],
+                        example['response_mask'])
+  return jax.device_put(batch, trainer.batch_sharding), generated
+
+
 def train(trainer: LMTrainer, state, examples: Iterator[Batch], num_steps: int, *,
           on_policy: OnPolicy | None = None, writer: metrics_lib.MetricWriter | None = None,
           log_every: int = 10) -> tuple[Any, list[dict[str, float]]]:
-  """Runs ``num_steps`` updates on (prompt, response) examples.
+  """Runs ``num_steps`` updates on (prompt, response) examples, in memory.
 
+  (``llm.run`` is the command-line loop with checkpoints and resumption.)
   Each element of ``examples`` holds ``prompt``, ``prompt_mask`` ``[B, P]``,
-  ``response``, ``response_mask`` ``[B, R]``. With ``on_policy``, each step's
-  responses are the student's samples with probability ``lam``; the
-  response length stays ``R = sampling.max_new_tokens``, so nothing
-  recompiles. Returns the final state and the logged rows.
+  ``response``, ``response_mask`` ``[B, R]``. With ``on_policy`` see
+  ``step_batch``; the response length stays ``R = sampling.max_new_tokens``,
+  so nothing recompiles. Returns the final state and the logged rows.
   """
-  coin = np.random.default_rng(on_policy.seed if on_policy else 0)
   window, rows = [], []
   for step in range(num_steps):
-    example = next(examples)
-    generated = on_policy is not None and coin.random() < on_policy.lam
-    if generated:
-      example = _on_policy_batch(trainer, state, example, on_policy, step)
-    batch = jax.device_put(make_lm_batch(example['prompt'], example['prompt_mask'],
-                                         example['response'], example['response_mask']),
-                           trainer.batch_sharding)
+    batch, generated = step_batch(trainer, state, next(examples), step, on_policy)
     state, metrics = trainer.train_fn(state, trainer.teacher_variables, batch)
     window.append({**metrics, 'on_policy': jnp.float32(generated)})
     if (step + 1) % log_every == 0 or step + 1 == num_steps:

@@ -65,3 +65,36 @@ def test_prompt_longer_than_context(tiny):
              SamplingParams(max_new_tokens=4), eos_id=None)
   with pytest.raises(ValueError, match='top_p'):
     SamplingParams(top_p=0.0)
+
+
+def test_full_vocab_draws_follow_the_distribution():
+  """Two-level inverse-CDF sampling (V not a multiple of the block) matches softmax."""
+  probs = np.full(600, 0.1 / 597)
+  probs[[3, 257, 599]] = [0.5, 0.25, 0.15]  # in three different blocks of 256
+  logits = jnp.log(jnp.asarray(np.tile(probs, (4000, 1)), jnp.float32))
+  draws = np.asarray(sample_logits(jax.random.PRNGKey(0), logits, SamplingParams(temperature=1.0)))
+  assert draws.min() >= 0 and draws.max() < 600
+  counts = np.bincount(draws, minlength=600) / len(draws)
+  np.testing.assert_allclose(counts[[3, 257, 599]], [0.5, 0.25, 0.15], atol=0.03)
+  np.testing.assert_allclose(counts.sum() - counts[[3, 257, 599]].sum(), 0.1, atol=0.02)
+
+
+def test_top_p_is_exact_beyond_the_candidates():
+  """Rows whose nucleus is wider than NUCLEUS_CANDIDATES (the full-sort path) and
+  peaked rows (the top-k path) keep exactly the nucleus a full sort gives."""
+  v, p = 3000, 0.8
+  flat = -np.linspace(0.0, 0.5, v)              # decreasing: sorted order = index order
+  peaked = np.full(v, -20.0)
+  peaked[[10, 20, 30]] = [2.0, 1.0, 0.0]
+  for row, expect_flat in ((flat, True), (peaked, False)):
+    logits = jnp.asarray(np.tile(row, (3000, 1)), jnp.float32)
+    draws = np.asarray(sample_logits(jax.random.PRNGKey(2), logits,
+                                     SamplingParams(temperature=1.0, top_p=p)))
+    probs = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+    order = np.argsort(-probs)
+    nucleus = set(order[np.cumsum(probs[order]) - probs[order] < p].tolist())
+    assert set(draws.tolist()) <= nucleus
+    if expect_flat:
+      assert len(nucleus) > 1024 and max(draws) > 0.9 * max(nucleus)
+    else:
+      assert set(draws.tolist()) == nucleus == {10, 20}

