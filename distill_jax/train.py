@@ -181,6 +181,28 @@ def drop_rows_after(workdir: str, step: int) -> None:
     os.replace(path + '.tmp', path)
 
 
+def restore_or_init(workdir: str, config: ml_collections.ConfigDict, abstract_state,
+                    init_fn) -> tuple[Any, Any, int]:
+  """Opens ``workdir`` for a run: ``(checkpoint manager, state, start_step)``.
+
+  Writes ``config.json`` (process 0), restores the latest checkpoint into
+  ``abstract_state``'s layout, else ``init_fn(PRNGKey(config.seed))``, and drops
+  the ``metrics.jsonl`` rows past the restored step.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    checkpoint.write_config(workdir, config)
+  manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
+  state = checkpoint.restore_latest(manager, abstract_state)
+  if state is None:
+    state = init_fn(jax.random.PRNGKey(config.seed))
+  start_step = int(jax.device_get(state.step))
+  if start_step:
+    log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
+  drop_rows_after(workdir, start_step)
+  return manager, state, start_step
+
+
 class _Preempted(Exception):
   """A generation of a born-again chain was preempted (the chain stops there)."""
 
@@ -237,18 +259,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
         f'mesh {dict(exp.mesh.shape)}')
     log('per device: ' + ', '.join(f'{k} {_format_bytes(v)}' for k, v in compiled.memory.items()))
 
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-      checkpoint.write_config(workdir, config)
-    manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
-    state = checkpoint.restore_latest(manager, compiled.abstract_state)
-    if state is None:
-      state = compiled.init_fn(jax.random.PRNGKey(config.seed))
-    start_step = int(jax.device_get(state.step))
-    if start_step:
-      log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
-    drop_rows_after(workdir, start_step)
-
+    manager, state, start_step = restore_or_init(workdir, config, compiled.abstract_state,
+                                                 compiled.init_fn)
     writer = metrics_lib.MetricWriter(workdir)
     try:
       results = _train_loop(exp, state, manager, writer, start_step, notice)

@@ -211,16 +211,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
         f'; {_num_examples(exp.train_examples):,} training examples '
         f'({config.data.source}), {config.train.num_steps} steps of '
         f'{config.train.batch_size}; mesh {dict(trainer.mesh.shape)}')
-    os.makedirs(workdir, exist_ok=True)
-    checkpoint.write_config(workdir, config)
-    manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
-    state = checkpoint.restore_latest(manager, trainer.abstract_state)
-    if state is None:
-      state = trainer.init_fn(jax.random.PRNGKey(config.seed))
-    start_step = int(jax.device_get(state.step))
-    if start_step:
-      train_lib.log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
-    train_lib.drop_rows_after(workdir, start_step)
+    manager, state, start_step = train_lib.restore_or_init(
+        workdir, config, trainer.abstract_state, trainer.init_fn)
     writer = metrics_lib.MetricWriter(workdir)
     try:
       results = _train_loop(exp, state, manager, writer, start_step, notice)
