@@ -181,6 +181,17 @@ def drop_rows_after(workdir: str, step: int) -> None:
     os.replace(path + '.tmp', path)
 
 
+def window_means(window: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:
+  """Mean of each metric over a log window's fetched ``(step, metrics)`` rows,
+  over its finite steps only (all of them if none is finite), plus
+  ``nonfinite_steps`` (how many were skipped)."""
+  good = [m for _, m in window if not is_nonfinite(m)]
+  scalars = metrics_lib.mean_of(good or [m for _, m in window])
+  scalars.pop('nonfinite', None)
+  scalars['nonfinite_steps'] = len(window) - len(good)
+  return scalars
+
+
 def restore_or_init(workdir: str, config: ml_collections.ConfigDict, abstract_state,
                     init_fn) -> tuple[Any, Any, int]:
   """Opens ``workdir`` for a run: ``(checkpoint manager, state, start_step)``.
@@ -361,10 +372,7 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       guard.check(fetched)  # Raises (nan_policy=stop) before anything is saved.
       window += fetched
     if log_now:  # (A preempted run drops its partial window: rows keep the cadence.)
-      good = [m for _, m in window if not is_nonfinite(m)]
-      scalars = metrics_lib.mean_of(good or [m for _, m in window])
-      scalars.pop('nonfinite', None)
-      scalars['nonfinite_steps'] = len(window) - len(good)
+      scalars = window_means(window)
       window = []
       now = time.time()
       rate = (step - window_step) / max(now - window_start, 1e-9)

@@ -230,10 +230,7 @@ def _log_window(exp: LMExperiment, writer, step: int, window: list, seconds: flo
                 steps_done: int) -> None:
   """Writes and prints the mean metrics of the finite steps of ``window``."""
   config = exp.config
-  good = [m for _, m in window if not train_lib.is_nonfinite(m)]
-  scalars = metrics_lib.mean_of(good or [m for _, m in window])
-  scalars.pop('nonfinite', None)
-  scalars['nonfinite_steps'] = len(window) - len(good)
+  scalars = train_lib.window_means(window)
   rate = steps_done / max(seconds, 1e-9)
   tokens = rate * config.train.batch_size * (config.data.prompt_len + config.data.response_len - 1)
   writer.write(step, {f'train/{k}': v for k, v in scalars.items()} |
