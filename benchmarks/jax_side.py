@@ -7,10 +7,9 @@ Nothing here re-implements a step. The vision KD step is ``exp.train_fn`` of
 alpha = 0.1), fed by the framework's own input pipeline; the teacher comes
 from a teacher run's checkpoint written by the framework (an initialised, not
 a trained, resnet32x4: speed does not depend on the weights). The LM KD step
-is ``distill_jax.llm.train.build_trainer(...).train_fn`` with the
-``token_kl`` method. Both are compiled ahead of time (by ``train.build``
-itself, or here with ``train_fn.lower(...).compile()`` where the framework
-returns a ``jax.jit`` function), so that XLA's ``cost_analysis()`` /
+is ``distill_jax.tasks.language_model.compile_lm(...).train_fn`` (what an LM
+run's build compiles) with the ``token_kl`` method. Both are compiled ahead of
+time by the framework's one compile path, so that XLA's ``cost_analysis()`` /
 ``memory_analysis()`` come from the very executable that is timed; trace,
 lowering and compile seconds come from the same call (or from JAX's own
 compile-duration events, ``jax.monitoring``, when the framework compiled).
@@ -31,11 +30,12 @@ import numpy as np
 
 from distill_jax import checkpoint
 from distill_jax import config_args
-from distill_jax import data
+from distill_jax import defaults
 from distill_jax import methods
+from distill_jax import optim
 from distill_jax import sharding
 from distill_jax import train
-from distill_jax.llm import train as lm_train
+from distill_jax.tasks import language_model
 from distill_jax.llm.model import Llama, LlamaConfig
 
 
@@ -83,17 +83,6 @@ def _step_compile_times(events, name: str) -> tuple[float, float]:
   return (seconds('/jax/core/compile/jaxpr_trace_duration') +
           seconds('/jax/core/compile/jaxpr_to_mlir_module_duration'),
           seconds('/jax/core/compile/backend_compile_duration'))
-
-
-def _aot(train_fn, *args) -> tuple[Any, float, float]:
-  """``train_fn`` compiled for ``args``, with trace + lowering and compile seconds."""
-  if hasattr(train_fn, 'lower'):  # A jax.jit function: compile it here.
-    start = time.perf_counter()
-    lowered = train_fn.lower(*args)
-    lowered_at = time.perf_counter()
-    compiled = lowered.compile()
-    return compiled, lowered_at - start, time.perf_counter() - lowered_at
-  return train_fn, None, None  # Already an AOT-compiled executable.
 
 
 def _cost(compiled) -> tuple[float, float]:
@@ -148,16 +137,6 @@ def _timed_step(compiled, state, teacher_variables, batch, *, trace_s: float,
       info={**info, 'donated_state': donated})
 
 
-def _compiled_parts(exp):
-  """``(init_fn, train_fn, teacher_variables)`` of a ``train.build`` experiment.
-
-  ``train.build`` returns them on ``exp.compiled`` (schemes) or, in older
-  versions, on ``exp`` itself.
-  """
-  parts = getattr(exp, 'compiled', exp)
-  return parts.init_fn, parts.train_fn, parts.teacher_variables
-
-
 CRD_CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar100', 'crd.py')
 
 
@@ -178,8 +157,7 @@ def _crd_config(arg: str, *, model: str, batch_size: int, data_dir: str,
 
 def _write_teacher_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """A teacher run directory as ``train.run`` leaves it: config.json + a checkpoint."""
-  init_fn, _, _ = _compiled_parts(train.build(config))
-  state = init_fn(jax.random.PRNGKey(1))
+  state = train.build(config).compiled.init_fn(jax.random.PRNGKey(1))
   os.makedirs(workdir, exist_ok=True)
   checkpoint.write_config(workdir, config)
   manager = checkpoint.make_manager(workdir, 1)
@@ -216,19 +194,13 @@ def vision_step(*, teacher: str = 'resnet32x4', student: str = 'resnet8x4',
     build_start = time.perf_counter()
     exp = train.build(config)
     build_s = time.perf_counter() - build_start
-  init_fn, train_fn, teacher_variables = _compiled_parts(exp)
-  state = init_fn(jax.random.PRNGKey(0))
-  local = next(data.train_batches(
-      config.data.name, data_dir=data_dir, split=config.data.train_split,
-      global_batch_size=batch_size, seed=0))
-  batch_sharding = sharding.batch_sharding(exp.mesh)
-  batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-           for k, v in local.items()}
-  compiled, trace_s, compile_s = _aot(train_fn, state, teacher_variables, batch)
-  if compile_s is None:  # train.build compiled the step: read JAX's compile events.
-    trace_s, compile_s = _step_compile_times(events, 'train_step')
+  compiled = exp.compiled
+  state = compiled.init_fn(jax.random.PRNGKey(0))
+  batch = train.global_batch(next(exp.train_batches(0)), compiled.batch_sharding)
+  trace_s, compile_s = _step_compile_times(events, 'train_step')  # train.build compiled it.
   return _timed_step(
-      compiled, state, teacher_variables, batch, trace_s=trace_s, compile_s=compile_s,
+      compiled.train_fn, state, compiled.teacher_variables, batch, trace_s=trace_s,
+      compile_s=compile_s,
       info={'config': f'configs/cifar100/crd.py:pair={CRD_PAIR},method=kd',
             'teacher': teacher, 'student': student,
             'method': config.method.to_dict(), 'batch_size': batch_size,
@@ -266,14 +238,16 @@ class LMShapes:
     return LlamaConfig(**self.llama_kwargs(role))
 
   def batch_arrays(self, seed: int = 0) -> dict[str, np.ndarray]:
-    """A ``make_lm_batch`` batch: ``seq_len`` inputs, the last ``seq_len - prompt_len + 1`` distilled."""
+    """A batch of examples (``data.text`` layout): ``seq_len`` inputs, the last
+    ``seq_len - prompt_len + 1`` distilled."""
     rng = np.random.default_rng(seed)
     total = self.seq_len + 1
     tokens = rng.integers(0, self.vocab_size, (self.batch_size, total), dtype=np.int32)
     p = self.prompt_len
     ones = lambda n: np.ones((self.batch_size, n), bool)
-    return jax.device_get(lm_train.make_lm_batch(tokens[:, :p], ones(p), tokens[:, p:],
-                                                 ones(total - p)))
+    return {'prompt': tokens[:, :p], 'prompt_mask': ones(p), 'response': tokens[:, p:],
+            'response_mask': ones(total - p),
+            'index': np.arange(self.batch_size, dtype=np.int32)}
 
 
 # Named LMShapes overrides ('' = the CPU benchmark's shapes).
@@ -319,24 +293,22 @@ def lm_step(shapes: LMShapes = LMShapes(), *, dtype: str = 'float32',
   sample = jnp.zeros((1, shapes.seq_len), jnp.int32)
   teacher_variables = jax.jit(lambda k: nn.unbox(teacher.init(k, sample)))(
       jax.random.PRNGKey(1))
-  optim_config = ml_collections.ConfigDict({
-      'name': 'adamw', 'learning_rate': learning_rate, 'weight_decay': 0.0,
-      'schedule': 'constant', 'warmup_epochs': 0.0, 'grad_clip_norm': 0.0,
-      'momentum': 0.0, 'nesterov': False, 'decay_epochs': (), 'decay_factor': 0.1})
-  method = methods.from_config(ml_collections.ConfigDict({'name': 'token_kl'}))
+  config = defaults.default_config('language_model')
+  config.optim.update(name='adamw', learning_rate=learning_rate, weight_decay=0.0,
+                      schedule='constant', warmup_steps=0, grad_clip_norm=0.0)
+  mesh = sharding.make_mesh(config.mesh)
+  arrays = shapes.batch_arrays()
   with compile_events() as events:
-    trainer = lm_train.build_trainer(
-        student=student, teacher=teacher, teacher_variables=teacher_variables,
-        method=method, optim_config=optim_config, total_steps=1000,
-        seq_len=shapes.seq_len)
-  state = trainer.init_fn(jax.random.PRNGKey(0))
-  batch = jax.device_put(shapes.batch_arrays(), trainer.batch_sharding)
-  compiled, trace_s, compile_s = _aot(trainer.train_fn, state,
-                                      trainer.teacher_variables, batch)
-  if compile_s is None:
-    trace_s, compile_s = _step_compile_times(events, 'lm_train_step')
+    compiled = language_model.compile_lm(
+        config, mesh, student=student, teacher=teacher, teacher_variables=teacher_variables,
+        method=methods.from_config(ml_collections.ConfigDict({'name': 'token_kl'})),
+        schedule=optim.make_schedule(config.optim, steps_per_epoch=1, total_steps=1000),
+        abstract_batch={k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in arrays.items()})
+  state = compiled.init_fn(jax.random.PRNGKey(0))
+  batch = jax.device_put(arrays, compiled.batch_sharding)
+  trace_s, compile_s = _step_compile_times(events, 'train_step')
   return _timed_step(
-      compiled, state, trainer.teacher_variables, batch, trace_s=trace_s,
+      compiled.train_fn, state, compiled.teacher_variables, batch, trace_s=trace_s,
       compile_s=compile_s,
       info={'method': 'token_kl', 'optimizer': 'adamw', 'dtype': dtype,
             'analytic_flops': lm_model_flops(shapes),

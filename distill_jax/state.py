@@ -1,7 +1,7 @@
 """``DistillState``: everything a student run updates, as one pytree.
 
-The teacher is not in it (DESIGN rule 2): teachers are separate arguments of
-the step and are loaded from their own checkpoint.
+The teacher is not in it (CONTRIBUTING.md rule 2): teachers are separate
+arguments of the step and are loaded from their own checkpoint.
 """
 
 from typing import Any

@@ -2,8 +2,9 @@
 
 ``train_step`` / ``eval_step`` are module-level pure functions; a scheme binds
 their static parts (models, method, optimizer, data spec) with
-``functools.partial`` and ``schemes.base.compile_scheme`` jits them once with
-explicit shardings. A teacher is given as ``teacher_fn(teacher_variables,
+``functools.partial`` and ``compile.compile_steps`` compiles them once with
+explicit shardings. Every train step ends in ``update`` (gradients, optimizer,
+NaN/Inf guard). A teacher is given as ``teacher_fn(teacher_variables,
 images, batch) -> (logits, features)``: one model (``teacher_forward``) or a
 combination of several (``schemes.multi_teacher``).
 """
@@ -20,6 +21,7 @@ from distill_jax.data import views
 from distill_jax.losses import kl_divergence
 from distill_jax.methods.base import Method
 from distill_jax.state import DistillState
+from distill_jax.state import PeersState
 
 Batch = dict[str, jax.Array]
 ModelOutput = tuple[jax.Array, dict[str, jax.Array]]
@@ -75,18 +77,82 @@ def keep_if_finite(finite: jax.Array, new_state: DistillState,
   return jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
 
 
+def mean_over_shards(tree: Any, batch_axes: tuple[str, ...], *, in_order: bool) -> Any:
+  """The mean of ``tree`` over the shards of ``batch_axes`` (inside ``jax.shard_map``).
+
+  ``in_order=False``: ``lax.pmean`` (an all-reduce, whose summation order
+  depends on how the devices are spread over processes). ``in_order=True``:
+  an all-gather, then the same fixed-order sum on every device, so the result
+  is bit-identical whatever the process layout, for ``n`` times the memory of
+  ``tree`` (``config.sharding.reduce_in_order``).
+  """
+  if not in_order:
+    return jax.lax.pmean(tree, batch_axes)
+  return jax.tree.map(lambda x: jnp.mean(jax.lax.all_gather(x, batch_axes), axis=0), tree)
+
+
+def update(state: DistillState | PeersState, loss_fn: Callable[[Any], Any], *,
+           optimizer: optax.GradientTransformation,
+           schedule: Callable[[jax.Array], jax.Array],
+           batch_axes: tuple[str, ...] | None = None, reduce_in_order: bool = False
+           ) -> tuple[DistillState | PeersState, dict[str, jax.Array]]:
+  """One guarded optimizer update: the shared tail of every train step.
+
+  ``value_and_grad(loss_fn)`` over the trainable parameters, ``lax.pmean``
+  over ``batch_axes`` (inside ``jax.shard_map``), the optimizer update, and
+  ``keep_if_finite``: a step whose loss or global gradient norm is NaN/Inf
+  leaves every model unchanged (one bad peer drops every peer's update).
+
+  Args:
+    state: a ``DistillState``, or a ``PeersState`` (models trained together).
+    loss_fn: ``trainable -> (loss, (model_state, method_state, metrics))``,
+      ``trainable`` being ``{'student': params, 'aux': aux_params}`` (a tuple
+      of them, one per peer, for a ``PeersState``; ``model_state`` and
+      ``method_state`` are then tuples too). A ``loss`` entry in ``metrics``
+      is what gets logged (default: the differentiated loss).
+    optimizer, schedule: the optax transformation and its learning rate.
+    batch_axes: mesh axes to average gradients, model state and metrics over
+      (None under ``jax.jit``, where XLA inserts the collectives).
+    reduce_in_order: average them with ``mean_over_shards(in_order=True)``.
+
+  Returns:
+    The new state and metrics plus ``loss``, ``grad_norm``,
+    ``learning_rate`` and ``nonfinite`` (1.0 when the update was dropped).
+  """
+  peers = isinstance(state, PeersState)
+  models = state.peers if peers else (state,)
+  trainables = tuple({'student': m.params, 'aux': m.aux_params} for m in models)
+  (loss, (model_states, method_states, metrics)), grads = jax.value_and_grad(
+      lambda t: loss_fn(t if peers else t[0]), has_aux=True)(trainables)
+  if not peers:
+    model_states, method_states = (model_states,), (method_states,)
+  if batch_axes:
+    grads, model_states, metrics, loss = mean_over_shards(
+        (grads, model_states, metrics, loss), batch_axes, in_order=reduce_in_order)
+  grad_norm = optax.tree.norm(grads)
+  finite = is_finite_update(loss, grad_norm)
+  new = tuple(
+      keep_if_finite(finite, apply_gradients(m, g, optimizer=optimizer, model_state=ms,
+                                             method_state=jax.lax.stop_gradient(mst)), m)
+      for m, g, ms, mst in zip(models, grads, model_states, method_states))
+  metrics = {'loss': loss, **metrics, 'grad_norm': grad_norm,
+             'learning_rate': schedule(state.step),
+             'nonfinite': jnp.logical_not(finite).astype(jnp.float32)}
+  return (PeersState(new) if peers else new[0]), metrics
+
+
 def train_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
                student: nn.Module, teacher_fn: TeacherFn | None, method: Method,
                optimizer: optax.GradientTransformation,
                schedule: Callable[[jax.Array], jax.Array],
                view_kwargs: dict[str, Any], teacher_view: str = 'consistent',
-               batch_axes: tuple[str, ...] | None = None
+               batch_axes: tuple[str, ...] | None = None, reduce_in_order: bool = False
                ) -> tuple[DistillState, dict[str, jax.Array]]:
-  """One update of the student (and the method's connectors).
+  """One update of the student (and the method's connectors) on an image batch.
 
   Under ``jax.jit`` (``batch_axes=None``) the step sees the global batch and
   XLA inserts the collectives. Inside ``jax.shard_map`` (the explicit
-  data-parallel path, ``schemes.base.data_parallel``) it sees this shard's
+  data-parallel path, ``compile.data_parallel``) it sees this shard's
   batch and ``batch_axes`` names the mesh axes to average gradients, batch
   statistics and metrics over with ``lax.pmean`` (what ``pmap`` code did);
   augmentation draws are then per shard (``fold_in`` of the shard index).
@@ -101,11 +167,11 @@ def train_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
     view_kwargs: ``data.views.make_views`` arguments (mean, std, augment and
       mixing configs).
     teacher_view: what the teacher sees (``data.views.TEACHER_VIEWS``).
+    batch_axes, reduce_in_order: as ``update``.
 
   Returns:
-    The new state and scalar metrics (means over the global batch);
-    ``nonfinite`` is 1.0 when the loss or gradient norm was NaN/Inf, and then
-    only the step of the state advanced (``keep_if_finite``).
+    The new state and scalar metrics (``update``; means over the global
+    batch), with ``accuracy``.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   augment_rng, dropout_rng = jax.random.split(rng)
@@ -124,23 +190,11 @@ def train_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
                                          model_batch['image'], dropout_rng)
     loss, metrics, method_state = method.loss_with_state(
         out, teacher_out, model_batch, trainable['aux'], state.step, state.method_state)
-    return loss, (new_model_state, jax.lax.stop_gradient(method_state),
+    return loss, (new_model_state, method_state,
                   {**metrics, 'accuracy': accuracy(out[0], batch['label'])})
 
-  trainable = {'student': state.params, 'aux': state.aux_params}
-  (loss, (model_state, method_state, metrics)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(trainable)
-  if batch_axes:
-    grads, model_state, metrics, loss = jax.lax.pmean(
-        (grads, model_state, metrics, loss), batch_axes)
-  new_state = apply_gradients(state, grads, optimizer=optimizer, model_state=model_state,
-                              method_state=method_state)
-  grad_norm = optax.tree.norm(grads)
-  finite = is_finite_update(loss, grad_norm)
-  metrics = {**metrics, 'loss': loss, 'grad_norm': grad_norm,
-             'learning_rate': schedule(state.step),
-             'nonfinite': jnp.logical_not(finite).astype(jnp.float32)}
-  return keep_if_finite(finite, new_state, state), metrics
+  return update(state, loss_fn, optimizer=optimizer, schedule=schedule, batch_axes=batch_axes,
+                reduce_in_order=reduce_in_order)
 
 
 def eval_images(batch: Batch, *, mean, std) -> jax.Array:

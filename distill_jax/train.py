@@ -1,119 +1,56 @@
-"""The training loop: ``run(config, workdir)``.
+"""The one training loop of every task: ``run(config, workdir)``.
 
 Order of work: check everything that can be wrong (config keys, names, data,
-batch sizes, the teacher checkpoint) and compile the step, then create the
-workdir, restore or initialise the state, and loop. A failed check leaves no
-workdir behind, so the corrected command can simply be rerun; a rerun of an
-interrupted run resumes from its latest checkpoint.
+batch sizes, the teacher) and compile the step (``build``: the task named by
+``config.task``, ``distill_jax.tasks``), then create the workdir, restore or
+initialise the state, and loop. A failed check leaves no workdir behind, so
+the corrected command can simply be rerun; a rerun of an interrupted run
+resumes from its latest checkpoint, bit-exactly (every batch is a function of
+``(seed, step)``).
+
+The loop owns the cadence (in steps: ``train.log_every_steps``,
+``eval_every_steps`` / ``checkpoint_every_steps``, or their ``*_epochs``
+conveniences), the NaN/Inf guard (``train.nan_policy``), preemption
+(SIGTERM -> checkpoint -> ``{'preempted': True}``), ``metrics.jsonl``, the
+progress line and ``results.json`` (``eval``: the final evaluation summary,
+the same key for every task).
 """
 
-import dataclasses
 import functools
 import json
-import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from distill_jax import checkpoint
-from distill_jax import data
 from distill_jax import defaults
-from distill_jax import methods
 from distill_jax import metrics as metrics_lib
-from distill_jax import optim
 from distill_jax import preemption
 from distill_jax import schemes
-from distill_jax import sharding
-from distill_jax.data import mixing
-from distill_jax.data import views
+from distill_jax import tasks
+from distill_jax.tasks import classification
+from distill_jax.tasks.base import Experiment
+from distill_jax.tasks.base import global_batch
 
 RESULTS_FILE = 'results.json'
 
 
-@dataclasses.dataclass
-class Experiment:
-  """Everything ``run`` builds before touching the workdir.
-
-  ``compiled`` is the scheme's state layout and compiled steps
-  (``schemes.base.Compiled``); ``context`` what the scheme was built from.
-  """
-  context: schemes.Context
-  compiled: schemes.Compiled
-
-  @property
-  def config(self) -> ml_collections.ConfigDict:
-    return self.context.config
-
-  @property
-  def mesh(self):
-    return self.context.mesh
-
-
-def _every(epochs: float, steps_per_epoch: int, total_steps: int) -> int:
-  return max(1, int(round(epochs * steps_per_epoch))) if epochs > 0 else total_steps
-
-
 def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
-  """Checks the config and builds data facts, models, state layout and steps."""
+  """Checks the config and builds its task's models, data, state layout and steps."""
   defaults.validate(config)
-  scheme = schemes.get(config)
-  views.check_teacher_view(config.teacher.view)
-  if config.sharding.mode not in schemes.base.SHARDING_MODES:
-    raise ValueError(f'sharding.mode={config.sharding.mode!r}; choose one of '
-                     f'{", ".join(schemes.base.SHARDING_MODES)}.')
-  mixing.alphas(config.data.mixing)
-  data_dir = config.data.data_dir or None
-  spec = data.dataset_spec(config.data.name)
-  num_train = data.num_examples(config.data.name, config.data.train_split, data_dir)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  sharding.check_batch_size('train.batch_size', config.train.batch_size, mesh)
-  sharding.check_batch_size('train.eval_batch_size', config.train.eval_batch_size, mesh)
-  steps_per_epoch = num_train // config.train.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'train.batch_size={config.train.batch_size} is larger than the '
-                     f'{num_train} training examples of {config.data.name}.')
-  total_steps = config.train.num_steps or math.ceil(config.train.num_epochs * steps_per_epoch)
-  schedule = optim.make_schedule(config.optim, steps_per_epoch=steps_per_epoch,
-                                 total_steps=total_steps)
-  context = schemes.Context(
-      config=config, mesh=mesh, spec=spec, num_train=num_train,
-      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-      method=methods.from_config(config.method),
-      student=schemes.build_model(config.student, spec.num_classes, 'student'),
-      optimizer=optim.make_optimizer(config.optim, schedule), schedule=schedule,
-      sample_images=jnp.zeros((1, *spec.image_shape), jnp.float32))
-  return Experiment(context, scheme(context))
+  check_nan_policy(config)
+  return tasks.build(config, devices)
 
 
-def _global_batch(local: dict[str, Any], batch_sharding) -> dict[str, jax.Array]:
-  return {k: jax.make_array_from_process_local_data(batch_sharding, v)
-          for k, v in local.items()}
-
-
-def evaluate_with(config: ml_collections.ConfigDict, mesh,
-                  eval_fn: Callable[[dict[str, jax.Array]], dict[str, jax.Array]]
-                  ) -> dict[str, float]:
-  """``metrics.eval_summary`` of ``eval_fn(global batch)`` summed over ``config.data.eval_split``."""
-  batch_sharding = sharding.batch_sharding(mesh)
-  total = None
-  for local in data.eval_batches(
-      config.data.name, data_dir=config.data.data_dir or None,
-      split=config.data.eval_split, global_batch_size=config.train.eval_batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count()):
-    total = metrics_lib.add_sums(total, eval_fn(_global_batch(local, batch_sharding)))
-  return metrics_lib.eval_summary(total)
-
-
-def evaluate(exp: Experiment, state) -> dict[str, float]:
-  """Accuracy etc. of the scheme's models on ``config.data.eval_split``."""
-  compiled = exp.compiled
-  return evaluate_with(exp.config, exp.mesh,
-                       lambda batch: compiled.eval_fn(state, compiled.teacher_variables, batch))
+def _every(steps: int, epochs: float, steps_per_epoch: int, total: int) -> int:
+  """A cadence in steps: ``steps`` if > 0, else ``epochs`` passes, else only at the end."""
+  if steps > 0:
+    return steps
+  return max(1, int(round(epochs * steps_per_epoch))) if epochs > 0 else total
 
 
 def format_duration(seconds: float) -> str:
@@ -233,7 +170,8 @@ def _run_chain(config: ml_collections.ConfigDict, workdir: str, devices) -> dict
   try:
     return schemes.born_again.run_chain(
         config, workdir, run=run_generation,
-        build=functools.partial(build, devices=devices), evaluate_with=evaluate_with)
+        build=functools.partial(build, devices=devices),
+        evaluate_with=classification.evaluate_with)
   except _Preempted as e:
     results = {'preempted': True, 'step': e.results['step'],
                'generation_workdir': e.results['workdir'], 'workdir': workdir}
@@ -256,18 +194,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
   """
   start_time = time.time()
   workdir = prepare_workdir(workdir)
-  check_nan_policy(config)
   with preemption.watch() as notice:
     if config.scheme.name == 'born_again':
       defaults.validate(config)
+      check_nan_policy(config)
       return _run_chain(config, workdir, devices)
     exp = build(config, devices)
-    context, compiled = exp.context, exp.compiled
+    compiled = exp.compiled
     num_params = compiled.num_params
-    log(f'{config.scheme.name}: {config.student.model} ({num_params:,} params), '
-        f'method {config.method.name}; {context.num_train} training examples, '
-        f'{context.steps_per_epoch} steps/epoch, {context.total_steps} steps; '
-        f'mesh {dict(exp.mesh.shape)}')
+    log(f'{exp.description}; mesh {dict(exp.mesh.shape)}, {jax.process_count()} process(es)')
     log('per device: ' + ', '.join(f'{k} {_format_bytes(v)}' for k, v in compiled.memory.items()))
 
     manager, state, start_step = restore_or_init(workdir, config, compiled.abstract_state,
@@ -279,7 +214,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
       writer.close()
       manager.close()  # Waits for a save in flight.
   results.update(num_params=num_params, wall_time_s=time.time() - start_time,
-                 steps=context.total_steps, workdir=workdir)
+                 steps=exp.total_steps, workdir=workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
       json.dump(results, f, indent=2)
@@ -337,32 +272,33 @@ class NonFiniteGuard:
 
 def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
                 notice: preemption.Notice) -> dict[str, Any]:
-  config, context, compiled = exp.config, exp.context, exp.compiled
-  total, steps_per_epoch = context.total_steps, context.steps_per_epoch
+  config, compiled = exp.config, exp.compiled
+  total, steps_per_epoch = exp.total_steps, exp.steps_per_epoch
   log_every = config.train.log_every_steps
-  eval_every = _every(config.train.eval_every_epochs, steps_per_epoch, total)
-  checkpoint_every = _every(config.train.checkpoint_every_epochs, steps_per_epoch, total)
+  eval_every = _every(config.train.eval_every_steps, config.train.eval_every_epochs,
+                      steps_per_epoch, total)
+  checkpoint_every = _every(config.train.checkpoint_every_steps,
+                            config.train.checkpoint_every_epochs, steps_per_epoch, total)
+  items, unit = exp.items_per_step
   guard = NonFiniteGuard(config.train.nan_policy, manager)
   if start_step < total and notice.reached(start_step, boundary=True):
     log(f'{notice.signal_name} received before training resumed; stopping at step '
         f'{start_step} (nothing new to save).')
     return {'preempted': True, 'step': start_step, 'nonfinite_steps': 0}
-  batch_sharding = sharding.batch_sharding(exp.mesh)
-  batches = data.train_batches(
-      config.data.name, data_dir=config.data.data_dir or None,
-      split=config.data.train_split, global_batch_size=config.train.batch_size,
-      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
+  batches = exp.train_batches(start_step)
   pending = []  # (step, metrics on device): fetched at log/checkpoint/preemption steps only.
   window = []   # (step, fetched metrics) of the current log window.
   window_start, window_step = time.time(), start_step
   input_wait = 0.0  # Host seconds spent waiting for the next batch in this log window.
   for step in range(start_step + 1, total + 1):
     wait_start = time.perf_counter()
-    batch = _global_batch(next(batches), batch_sharding)
+    batch = global_batch(next(batches), compiled.batch_sharding)
     input_wait += time.perf_counter() - wait_start
+    extra = {}
+    if exp.prepare is not None:
+      batch, extra = exp.prepare(state, batch, step)
     state, step_metrics = compiled.train_fn(state, compiled.teacher_variables, batch)
-    pending.append((step, step_metrics))
+    pending.append((step, {**step_metrics, **extra}))
     log_now = step % log_every == 0 or step == total
     save_now = step % checkpoint_every == 0 or step == total
     preempted = notice.reached(step, boundary=log_now or save_now)
@@ -379,16 +315,16 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       input_share = input_wait / max(now - window_start, 1e-9)
       window_start, window_step, input_wait = now, step, 0.0
       writer.write(step, {f'train/{k}': v for k, v in scalars.items()} |
-                   {'train/steps_per_second': rate, 'train/input_wait_fraction': input_share})
+                   {'train/steps_per_second': rate, 'train/input_wait_fraction': input_share,
+                    f'train/{unit}_per_second': rate * items})
       skipped = scalars['nonfinite_steps']
-      log(f'step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | '
-          f'loss {scalars["loss"]:.4f} acc {scalars["accuracy"]:.4f} | '
-          f'{rate:.1f} steps/s, {rate * config.train.batch_size:.0f} ex/s, '
+      log(f'step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | {exp.progress(scalars)} | '
+          f'{rate:.2f} steps/s, {rate * items:.0f} {unit}/s, '
           f'input wait {100 * input_share:.0f}% | '
           f'ETA {format_duration((total - step) / max(rate, 1e-9))}' +
           (f' | {skipped} non-finite step(s) skipped' if skipped else ''))
     if (step % eval_every == 0 or step == total) and not preempted:
-      summary = evaluate(exp, state)
+      summary = exp.evaluate(state)
       writer.write(step, {f'eval/{k}': v for k, v in summary.items()})
       log(f'eval at step {step}: ' + ', '.join(
           f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
@@ -404,5 +340,5 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
       return {'preempted': True, 'step': step, 'nonfinite_steps': guard.skipped}
   manager.wait_until_finished()
   if start_step >= total:
-    summary = evaluate(exp, state)
-  return {'test': summary, 'nonfinite_steps': guard.skipped}
+    summary = exp.evaluate(state)
+  return {'eval': summary, 'nonfinite_steps': guard.skipped}

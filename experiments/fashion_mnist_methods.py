@@ -55,7 +55,7 @@ def main(argv):
     cells[(PAIR, method)] = method_table.cell(runs)
   notes = [
       f'Fashion-MNIST test set (10,000 images). Teacher ResNet-8 ({_TEACHER_EPOCHS.value} '
-      f'epochs): {100 * teacher["test"]["accuracy"]:.2f}%. Students CNN 8-16-32 (6.5k params), '
+      f'epochs): {100 * teacher["eval"]["accuracy"]:.2f}%. Students CNN 8-16-32 (6.5k params), '
       f'{_EPOCHS.value} epochs, batch 128, SGD 0.05 cosine, wd 5e-4, crop 2 px + flip; '
       'loss weights of the CRD paper (T=4), CRD with 4096 other-class negatives. '
       'Single-seed cells have no std; 1-epoch runs are far from converged. Train time = '

@@ -67,7 +67,7 @@ def _table(results: dict[str, dict], epochs: int) -> str:
           'top-1 agreement with teacher | wall time |',
           '|---|---:|---:|---:|---:|---:|']
   for role, result in results.items():
-    test = result['test']
+    test = result['eval']
     agreement = f'{test["agreement"]:.4f}' if 'agreement' in test else '-'
     rows.append(f'| {LABELS[role]} | {PAPER_ERRORS[role]} | {test["errors"]} | '
                 f'{test["accuracy"]:.4f} | {agreement} | {result["wall_time_s"]:.0f} s |')

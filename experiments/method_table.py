@@ -47,7 +47,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def cell(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
   """Per-seed results -> ``{'last': (mean, std), 'best': (mean, std), 'seeds': n, ...}`` in %."""
-  last = [100 * r['test']['accuracy'] for r in runs]
+  last = [100 * r['eval']['accuracy'] for r in runs]
   best = [100 * best_accuracy(r['workdir']) for r in runs]
   return {'last': mean_std(last), 'best': mean_std(best), 'seeds': len(runs),
           'last_runs': last, 'best_runs': best,

@@ -96,12 +96,12 @@ def main(argv):
       seed_arg = arg.format(seed=seed, scratch=scratch)
       result = method_table.train_or_reuse(config_path, seed_arg,
                                            _workdir(root, config_path, seed_arg))
-      values.append(100 * result['test'][key])
+      values.append(100 * result['eval'][key])
       wall += result['wall_time_s']
     rows[label] = {'runs': values, 'mean_std': method_table.mean_std(values),
                    'wall_time_s': wall}
     print(f'{label}: {rows[label]["mean_std"]}', flush=True)
-  teacher_rows = {name: 100 * t['test']['accuracy'] for name, t in teachers.items()}
+  teacher_rows = {name: 100 * t['eval']['accuracy'] for name, t in teachers.items()}
   lines = ['### Training schemes on MNIST (test accuracy, %)', '',
            f'| scheme | test accuracy (%), mean ± std over {len(_SEEDS.value)} seeds | runs |',
            '|---|---:|---|']

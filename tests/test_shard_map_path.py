@@ -11,12 +11,10 @@ def _run_steps(config, steps=3):
   exp = train.build(config)
   compiled = exp.compiled
   state = compiled.init_fn(jax.random.PRNGKey(0))
-  batches = train.data.train_batches(config.data.name, data_dir=config.data.data_dir,
-                                     split='train', global_batch_size=config.train.batch_size,
-                                     seed=0)
+  batches = exp.train_batches(0)
   losses = []
   for _ in range(steps):
-    batch = train._global_batch(next(batches), train.sharding.batch_sharding(exp.mesh))
+    batch = train.global_batch(next(batches), exp.compiled.batch_sharding)
     state, metrics = compiled.train_fn(state, compiled.teacher_variables, batch)
     losses.append(float(metrics['loss']))
   return jax.device_get(state.params), losses

@@ -29,9 +29,9 @@ def test_run_writes_the_workdir(teacher_dir):
   assert all(0.0 <= r['train/input_wait_fraction'] <= 1.0 for r in train_rows)
   results = json.load(open(os.path.join(teacher_dir, 'results.json')))
   assert results['steps'] == 20
-  assert results['test']['examples'] == 360
-  assert 0.0 <= results['test']['accuracy'] <= 1.0
-  assert results['test']['errors'] == round(360 * (1 - results['test']['accuracy']))
+  assert results['eval']['examples'] == 360
+  assert 0.0 <= results['eval']['accuracy'] <= 1.0
+  assert results['eval']['errors'] == round(360 * (1 - results['eval']['accuracy']))
   assert checkpoint.read_config(teacher_dir)['student']['kwargs'] == {'hidden_sizes': [32]}
 
 
@@ -39,8 +39,8 @@ def test_distilled_student_reports_teacher_figures(teacher_dir, data_dir, small_
   config = small_config(data_dir, **{'teacher.workdir': teacher_dir})
   config.method.name = 'kd'
   config.method.temperature = 4.0
-  results = train.run(config, str(tmp_path / 'kd'))['test']
-  teacher_results = json.load(open(os.path.join(teacher_dir, 'results.json')))['test']
+  results = train.run(config, str(tmp_path / 'kd'))['eval']
+  teacher_results = json.load(open(os.path.join(teacher_dir, 'results.json')))['eval']
   assert results['teacher_accuracy'] == pytest.approx(teacher_results['accuracy'])
   assert 0.0 <= results['agreement'] <= 1.0
   assert results['kl_teacher_student'] >= 0.0
@@ -66,12 +66,7 @@ def test_resume_continues_exactly(data_dir, small_config, tmp_path):
 
 
 def _batch(exp, step):
-  from distill_jax import data  # pylint: disable=g-import-not-at-top
-  config = exp.config
-  local = next(data.train_batches(
-      config.data.name, data_dir=config.data.data_dir, split='train',
-      global_batch_size=config.train.batch_size, seed=0, start_step=step))
-  return train._global_batch(local, train.sharding.batch_sharding(exp.mesh))
+  return train.global_batch(next(exp.train_batches(step)), exp.compiled.batch_sharding)
 
 
 def _train_steps(exp, num_steps):

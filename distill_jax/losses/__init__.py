@@ -3,9 +3,9 @@
 Each kernel takes the student's and the teacher's outputs, keyword-only
 hyper-parameters (``*, temperature, where=None``) and returns one value per
 example (the caller reduces); the teacher is never differentiated. See
-DESIGN.md rule 7 and ``distill_jax.losses.logits`` for the shared conventions
-(temperature factors, masking, dtypes). Every kernel is also registered in the
-``losses`` registry namespace.
+CONTRIBUTING.md rule 7 and ``distill_jax.losses.logits`` for the shared
+conventions (temperature factors, masking, dtypes). Every kernel is also
+registered in the ``losses`` registry namespace.
 
 Logit kernels (``logits.py``), shapes ``[..., V] -> [...]``:
 
@@ -18,7 +18,8 @@ Logit kernels (``logits.py``), shapes ``[..., V] -> [...]``:
 
 Large-vocabulary kernels (``large_vocab.py``), from hidden states ``[..., D]``
 and heads ``[D, V]`` without materializing ``[N, V]`` logits (chunked
-custom_vjp; vocabulary-sharded with ``vocab_sharded``; Pallas on GPU/TPU):
+custom_vjp; vocabulary-sharded with ``vocab_sharded``; Pallas on GPU/TPU,
+``pallas_kl.py``; the block math of both paths in ``vocab_blocks.py``):
 ``fused_linear_kl``, ``fused_linear_reverse_kl``,
 ``fused_linear_generalized_jsd``, ``fused_linear_cross_entropy``.
 

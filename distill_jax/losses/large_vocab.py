@@ -38,7 +38,7 @@ and never materialize more than ``[chunk_size, V]`` logits of either model:
   ``jnp``; ``'pallas'`` runs it as Pallas kernels blocked over the vocabulary
   (``distill_jax.losses.pallas_kl``; interpret mode on CPU, for tests).
   ``None`` picks Pallas on GPU/TPU and XLA on CPU. The matmuls are XLA's in
-  both.
+  both; the per-block math of both is ``distill_jax.losses.vocab_blocks``.
 
 Conventions are ``distill_jax.losses.logits``'s (``kl_divergence`` etc.): one
 float32 value per row ``[...]`` (the caller reduces), the ``T**2`` factor on
@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
-from distill_jax.losses import logits as logits_lib
+from distill_jax.losses import vocab_blocks
 from distill_jax.registry import register
 
 Array = jax.Array
@@ -83,103 +83,8 @@ class _Spec(NamedTuple):
 
 
 # ---------------------------------------------------------------------------
-# Block math: shared by the XLA chunk path and the Pallas kernel bodies.
-# Shapes: s, t tempered (and masked) logits [R, Vb]; lse_* [R, 1]; hit [R, Vb].
-# ---------------------------------------------------------------------------
-
-
-def block_lse_parts(z: Array) -> tuple[Array, Array]:
-  """Local max ``m`` and ``sum(exp(z - safe(m)))`` over the last axis, ``[R, 1]``.
-
-  ``m`` is ``-inf`` for a row whose local classes are all masked; the sum is
-  then 0. ``combine_lse`` merges parts from vocabulary blocks or shards.
-  """
-  m = jnp.max(z, axis=-1, keepdims=True)
-  safe = jnp.where(jnp.isfinite(m), m, 0.0)
-  return m, jnp.sum(jnp.exp(z - safe), axis=-1, keepdims=True)
-
-
-def merge_lse_parts(m: Array, l: Array, big: Array) -> Array:
-  """Sum-exp parts ``(m, l)`` rescaled to a common shift ``big``: ``l * e^(m - big)``."""
-  safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
-  return jnp.where(jnp.isfinite(m), l * jnp.exp(safe_m - big), 0.0)
-
-
-def _finite_or_zero(x: Array) -> Array:
-  return jnp.where(jnp.isfinite(x), x, 0.0)
-
-
-def _jsd_log_ratios(log_p_s: Array, log_p_t: Array, p_s: Array, p_t: Array,
-                    beta: float) -> tuple[Array, Array]:
-  """``log(p_t / m)`` and ``log(p_s / m)`` for ``m = beta p_t + (1 - beta) p_s``.
-
-  Computed from ``a = log p_t - log p_s`` as in ``logits._scaled_jsd``
-  (accurate when ``m`` is close to either); 0 where the weighting
-  probability is 0 (masked classes, where ``a`` is NaN).
-  """
-  log_beta, log_1m_beta = np.log(beta), np.log1p(-beta)
-  a = log_p_t - log_p_s
-  ratio_t = -jnp.logaddexp(log_beta, log_1m_beta - jnp.where(p_t > 0, a, 0.0))
-  ratio_s = -jnp.logaddexp(log_1m_beta, log_beta + jnp.where(p_s > 0, a, 0.0))
-  return ratio_t, ratio_s
-
-
-def block_row_terms(kind: str, beta: float, s: Array, t: Array | None,
-                    lse_s: Array, lse_t: Array | None,
-                    hit: Array | None) -> tuple[Array, Array]:
-  """Per-row sums over this block's classes: ``(value part, statistic part)``, ``[R]``.
-
-  Summed over all blocks/shards they give the row's divergence (without the
-  ``T**2`` factor) and the statistic ``block_student_grad`` needs: the value
-  itself for the KLs, ``KL(P_s || M)`` for the JSD, the label's logit for the
-  cross-entropy (whose value is ``lse_s - statistic``).
-  """
-  if kind == 'cross_entropy':
-    picked = jnp.sum(jnp.where(hit, s, 0.0), axis=-1)
-    return picked, picked
-  log_p_s, log_p_t = s - lse_s, t - lse_t
-  p_s, p_t = jnp.exp(log_p_s), jnp.exp(log_p_t)
-  if kind == 'kl':
-    value = logits_lib._kl(p_t, log_p_t, log_p_s)  # pylint: disable=protected-access
-    return value, value
-  if kind == 'reverse_kl':
-    value = logits_lib._kl(p_s, log_p_s, log_p_t)  # pylint: disable=protected-access
-    return value, value
-  ratio_t, ratio_s = _jsd_log_ratios(log_p_s, log_p_t, p_s, p_t, beta)
-  kl_t_m = jnp.sum(jnp.where(p_t > 0, p_t * ratio_t, 0.0), axis=-1)
-  kl_s_m = jnp.sum(jnp.where(p_s > 0, p_s * ratio_s, 0.0), axis=-1)
-  return kl_t_m / (1.0 - beta) + kl_s_m / beta, kl_s_m
-
-
-def block_student_grad(kind: str, beta: float, s: Array, t: Array | None,
-                       lse_s: Array, lse_t: Array | None, stat: Array,
-                       hit: Array | None) -> Array:
-  """d(row value) / d(tempered student logits) on this block, ``[R, Vb]``.
-
-  ``stat`` ``[R, 1]`` is the row's total statistic (``block_row_terms``).
-  kl: ``p_s - p_t``; reverse_kl: ``p_s (log p_s - log p_t - KL_r)``;
-  generalized_jsd: ``p_s (log(p_s / m) - KL(P_s || M)) / beta``;
-  cross_entropy: ``p_s - onehot(label)``. Masked classes get 0.
-  """
-  log_p_s = s - lse_s
-  p_s = jnp.exp(log_p_s)
-  if kind == 'cross_entropy':
-    return p_s - hit.astype(p_s.dtype)
-  log_p_t = t - lse_t
-  p_t = jnp.exp(log_p_t)
-  if kind == 'kl':
-    return p_s - p_t
-  if kind == 'reverse_kl':
-    f = log_p_s - log_p_t
-  else:
-    _, f = _jsd_log_ratios(log_p_s, log_p_t, p_s, p_t, beta)
-  on_s = p_s > 0
-  grad = jnp.where(on_s, p_s * (jnp.where(on_s, f, 0.0) - stat), 0.0)
-  return grad / beta if kind == 'generalized_jsd' else grad
-
-
-# ---------------------------------------------------------------------------
-# Chunk operations: XLA versions (the Pallas ones live in pallas_kl.py).
+# Chunk operations: XLA versions (the Pallas ones live in pallas_kl.py); the
+# block math of both is vocab_blocks.py.
 # ---------------------------------------------------------------------------
 
 
@@ -195,18 +100,19 @@ class _XlaOps:
 
   @staticmethod
   def lse_parts(z):
-    return block_lse_parts(z)
+    return vocab_blocks.block_lse_parts(z)
 
   @staticmethod
   def row_terms(spec, s, t, lse_s, lse_t, labels, col0):
     hit = _hits(labels, col0, s.shape[-1])
-    return block_row_terms(spec.kind, spec.beta, s, t, lse_s, lse_t, hit)
+    return vocab_blocks.block_row_terms(spec.kind, spec.beta, s, t, lse_s,
+                                        lse_t, hit)
 
   @staticmethod
   def student_grad(spec, s, t, lse_s, lse_t, stat, labels, col0):
     hit = _hits(labels, col0, s.shape[-1])
-    return block_student_grad(spec.kind, spec.beta, s, t, lse_s, lse_t,
-                              stat[:, None], hit)
+    return vocab_blocks.block_student_grad(spec.kind, spec.beta, s, t, lse_s,
+                                           lse_t, stat[:, None], hit)
 
 
 def _ops(implementation: str):
@@ -219,6 +125,10 @@ def _ops(implementation: str):
 # ---------------------------------------------------------------------------
 # The chunked custom_vjp.
 # ---------------------------------------------------------------------------
+
+
+def _finite_or_zero(x: Array) -> Array:
+  return jnp.where(jnp.isfinite(x), x, 0.0)
 
 
 def _allsum(x: Array, axis: str | None) -> Array:
@@ -237,7 +147,7 @@ def _combine_lse(parts: tuple[Array, Array],
   m, l = parts
   big = m if axis is None else jax.lax.pmax(m, axis)
   big = _finite_or_zero(big)
-  total = _allsum(merge_lse_parts(m, l, big), axis)
+  total = _allsum(vocab_blocks.merge_lse_parts(m, l, big), axis)
   return big, jnp.log(jnp.where(total > 0, total, 1.0))
 
 
@@ -273,7 +183,7 @@ def _chunk_forward(spec, h_s, w_s, h_t, w_t, labels, where):
   Returns ``(value, row_stats, logits)``: ``value`` ``[C]``; ``row_stats =
   (stat, shift_s, lse_s, shift_t, lse_t)``, each ``[C]``, with ``lse_*`` the
   log-sum-exp of the logits minus their ``shift_*`` and ``stat`` the row
-  statistic of ``block_row_terms``; ``logits = (s, t)`` the shifted tempered
+  statistic of ``vocab_blocks.block_row_terms``; ``logits = (s, t)`` the shifted tempered
   logits ``[C, V]`` (``t`` None for the cross-entropy), for ``_logit_grad``.
   """
   ops = _ops(spec.implementation)

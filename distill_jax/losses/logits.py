@@ -9,8 +9,8 @@ optax's losses (``optax.losses.softmax_cross_entropy``,
 
 * **Teacher is frozen.** ``teacher_logits`` goes through
   ``jax.lax.stop_gradient`` first: the gradient w.r.t. the teacher is exactly
-  zero (DESIGN.md rule 2), even when teacher and student share parameters
-  (self-distillation).
+  zero (CONTRIBUTING.md rule 2), even when teacher and student share
+  parameters (self-distillation).
 * **Temperature.** Both models' logits are divided by ``temperature`` before
   the softmax: ``p_t = softmax(teacher / T)``, ``p_s = softmax(student / T)``.
   ``temperature`` is keyword-only and is a scalar or an array broadcastable to
@@ -298,9 +298,10 @@ def generalized_jsd(student_logits: ArrayLike, teacher_logits: ArrayLike, *,
   The normalized value is continuous in ``beta``: as ``beta -> 0`` it tends
   to the forward KL and as ``beta -> 1`` to the reverse KL (the endpoint
   values are those limits, computed directly since the formula is 0/0
-  there), matching DESIGN.md's "beta=0: forward KL, beta=1: reverse KL, as
-  in GKD" and TRL's ``generalized_jsd_loss`` endpoints. In between it is
-  GKD's ``JSD_beta`` times the constant ``1 / (beta (1 - beta))``
+  there), matching the public API of CONTRIBUTING.md ("beta=0: forward KL,
+  beta=1: reverse KL, as in GKD") and TRL's ``generalized_jsd_loss``
+  endpoints. In between it is GKD's ``JSD_beta`` times the constant
+  ``1 / (beta (1 - beta))``
   (``4 * JSD`` at ``beta = 0.5``, where ``JSD`` is the usual Jensen-Shannon
   divergence, at most ``4 log 2``); multiply by ``beta * (1 - beta)`` to get
   GKD's / TRL's unnormalized value. For every ``beta`` it has the same

@@ -14,16 +14,17 @@ that a tile of both models fits in on-chip memory whatever ``V``:
 The grid runs over row blocks (and, for the gradient, vocabulary tiles);
 reductions over the vocabulary are a ``fori_loop`` inside a program, so no
 output is accumulated across grid steps (valid on GPU and TPU alike). The
-tile math is ``large_vocab``'s ``block_*`` functions, shared with the XLA
+tile math is ``vocab_blocks``'s ``block_*`` functions, shared with the XLA
 path. On CPU the kernels run in Pallas interpret mode (correctness tests
-only). The interface matches ``large_vocab._XlaOps``.
+only). The interface matches ``large_vocab._XlaOps``; ``large_vocab`` loads
+this module on use, and this module does not import it.
 """
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from distill_jax.losses import large_vocab
+from distill_jax.losses import vocab_blocks
 
 Array = jax.Array
 
@@ -84,11 +85,11 @@ def lse_parts(z: Array) -> tuple[Array, Array]:
     def body(j, carry):
       m, l = carry
       tile = z_ref[:, pl.ds(j * block_vocab, block_vocab)]
-      m_tile, l_tile = large_vocab.block_lse_parts(tile)
+      m_tile, l_tile = vocab_blocks.block_lse_parts(tile)
       new_m = jnp.maximum(m, m_tile)
       big = jnp.where(jnp.isfinite(new_m), new_m, 0.0)
-      return new_m, (large_vocab.merge_lse_parts(m, l, big)
-                     + large_vocab.merge_lse_parts(m_tile, l_tile, big))
+      return new_m, (vocab_blocks.merge_lse_parts(m, l, big)
+                     + vocab_blocks.merge_lse_parts(m_tile, l_tile, big))
 
     init = (jnp.full((block_rows, 1), -jnp.inf, jnp.float32),
             jnp.zeros((block_rows, 1), jnp.float32))
@@ -130,7 +131,7 @@ def row_terms(spec, s: Array, t: Array | None, lse_s: Array, lse_t: Array,
       start = j * block_vocab
       window = pl.ds(start, block_vocab)
       hit = _hit(labels_blk, col0_blk, start, (block_rows, block_vocab))
-      value, stat = large_vocab.block_row_terms(
+      value, stat = vocab_blocks.block_row_terms(
           kind, beta, s_ref[:, window], t_ref[:, window], lse_s_blk,
           lse_t_blk, hit)
       return carry[0] + value[:, None], carry[1] + stat[:, None]
@@ -164,7 +165,7 @@ def student_grad(spec, s: Array, t: Array | None, lse_s: Array, lse_t: Array,
              stat_ref, grad_ref):
     start = pl.program_id(1) * block_vocab
     hit = _hit(labels_ref[...], col0_ref[...], start, (block_rows, block_vocab))
-    grad_ref[...] = large_vocab.block_student_grad(
+    grad_ref[...] = vocab_blocks.block_student_grad(
         kind, beta, s_ref[...], t_ref[...], lse_s_ref[...], lse_t_ref[...],
         stat_ref[...], hit)
 

@@ -10,10 +10,14 @@ Logit: ``kd``, ``dkd``, ``dist`` (and ``ce``, no teacher). Feature:
 ``rkd``, ``sp``, ``cc``, ``pkt``, ``crd``. The feature and relation methods
 share ``common.Distiller`` (RepDistiller's ``CE + KD + weight * term``) and
 ``common.select`` (features by name or group); their connectors are in
-``connectors``. Language models (token level, ``llm.objectives``):
+``connectors``. Language models (token level, on ``token_base``):
 ``token_ce`` (no teacher), ``token_kl``, ``token_reverse_kl``, ``token_jsd``,
 ``token_tv``, ``token_skew_kl``, ``token_hidden``, and ``token_sparse_kl``
 (no teacher: cached sparse targets, ``data.logit_cache``).
+
+Every method declares the task it serves (``Method.task``):
+``'classification'`` (the default) or ``'language_model'`` (the ``token_*``
+methods, through ``token_base.TokenMethod``).
 """
 
 from distill_jax.methods import ab

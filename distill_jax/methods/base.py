@@ -1,11 +1,15 @@
 """The method interface every file in ``distill_jax/methods/`` follows.
 
-Shapes: ``student_out`` and ``teacher_out`` are a model's ``(logits [B, K],
-features dict)``; ``teacher_out`` is None for methods with
+A method serves one task (``Method.task``). Shapes for ``'classification'``
+(the default): ``student_out`` and ``teacher_out`` are a model's ``(logits
+[B, K], features dict)``; ``teacher_out`` is None for methods with
 ``needs_teacher = False``. ``batch`` holds ``label`` int32 ``[B]`` and the
-augmented ``image`` the models saw. ``aux`` holds the method's learnable
-connector params (``{}`` when it has none); they are optimised with the
-student and are not part of the exported student.
+augmented ``image`` the models saw. The ``'language_model'`` methods
+(``token_*.py``) derive from ``token_base.TokenMethod``, which gives their
+shapes (``logits [B, T, V]``, ``targets`` and ``loss_mask`` ``[B, T]``).
+``aux`` holds the method's learnable connector params (``{}`` when it has
+none); they are optimised with the student and are not part of the exported
+student.
 
 A method with non-trainable state that the step updates (CRD's memory bank)
 overrides ``init_state`` and ``loss_with_state`` instead of ``loss``; the
@@ -31,8 +35,18 @@ ModelOutput = tuple[Array, dict[str, Array]]
 
 
 class Method:
-  """Default parts of a method: it needs a teacher and has no aux params."""
+  """Default parts of a method: it needs a teacher and has no aux params.
 
+  Attributes:
+    task: the task whose models and batches the method is written for,
+      ``'classification'`` (image classifiers, the default) or
+      ``'language_model'`` (decoders; every ``token_*.py`` method, through
+      ``token_base.TokenMethod``). A class attribute, not a hyper-parameter.
+    needs_teacher: False for methods that use no teacher outputs
+      (``teacher_out`` is then None).
+  """
+
+  task: ClassVar[str] = 'classification'
   needs_teacher: ClassVar[bool] = True
 
   def init_aux(self, rng: Array, student_features: dict[str, Any],

@@ -5,10 +5,10 @@ RepDistiller (Tian et al. 2020) trains every method with one objective,
 frame (``ce_weight``, ``kd_weight``, ``weight``), a method file adds only its
 term.
 
-Features are chosen by name in the method's config (DESIGN rule 5), as one
-string: comma-separated feature names (``'stage2'``, ``'stage1,stage3'``), or
-a group resolved per model, so that one config fits teachers and students of
-different depths:
+Features are chosen by name in the method's config (CONTRIBUTING.md rule 5),
+as one string: comma-separated feature names (``'stage2'``,
+``'stage1,stage3'``), or a group resolved per model, so that one config fits
+teachers and students of different depths:
 
 * ``'stages'``: ``stage1`` .. ``stageN``, every stage the model has;
 * ``'stages_preact'``: ``stage1_preact`` .. ``stageN_preact``;

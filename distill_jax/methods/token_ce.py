@@ -7,18 +7,17 @@ recipe), where the targets are the teacher's generated responses.
 
 import dataclasses
 
-from distill_jax.llm import objectives
-from distill_jax.methods import base
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 
 @register('methods', 'token_ce')
 @dataclasses.dataclass(frozen=True)
-class TokenCrossEntropy(base.Method):
+class TokenCrossEntropy(token_base.TokenMethod):
   """Masked mean of ``-log p_s(target)`` over ``loss_mask``."""
   needs_teacher = False
 
   def loss(self, student_out, teacher_out, batch, aux, step):
     del teacher_out, aux, step
-    ce = objectives.next_token_ce(student_out[0], batch)
+    ce = token_base.next_token_ce(student_out[0], batch)
     return ce, {'ce': ce}

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from distill_jax import losses
-from distill_jax.llm import objectives
 from distill_jax.methods import base
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 
@@ -32,7 +32,7 @@ def _feature(features, name: str, role: str):
 
 @register('methods', 'token_hidden')
 @dataclasses.dataclass(frozen=True)
-class TokenHiddenState(objectives.TokenDivergence):
+class TokenHiddenState(token_base.TokenDivergence):
   """Forward KL plus projected hidden-state MSE on paired blocks.
 
   Attributes:
@@ -81,6 +81,6 @@ class TokenHiddenState(objectives.TokenDivergence):
       if f'proj_{i}' in aux:
         hs = hs @ aux[f'proj_{i}']
       ht = jax.lax.stop_gradient(ht).astype(jnp.float32)
-      terms.append(objectives.masked_mean(jnp.mean((hs - ht)**2, -1), batch['loss_mask']))
+      terms.append(token_base.masked_mean(jnp.mean((hs - ht)**2, -1), batch['loss_mask']))
     hidden = sum(terms) / len(terms)
     return total + self.hidden_weight * hidden, {**metrics, 'hidden': hidden}

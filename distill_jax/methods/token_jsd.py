@@ -7,14 +7,14 @@
 import dataclasses
 
 from distill_jax import losses
-from distill_jax.llm import objectives
 from distill_jax.methods import base
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 
 @register('methods', 'token_jsd')
 @dataclasses.dataclass(frozen=True)
-class TokenGeneralizedJSD(objectives.TokenDivergence):
+class TokenGeneralizedJSD(token_base.TokenDivergence):
   """Generalized JSD at every response token.
 
   Attributes:

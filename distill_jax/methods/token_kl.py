@@ -7,13 +7,13 @@ supervised KD with ``beta=0``.
 import dataclasses
 
 from distill_jax import losses
-from distill_jax.llm import objectives
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 
 @register('methods', 'token_kl')
 @dataclasses.dataclass(frozen=True)
-class TokenForwardKL(objectives.TokenDivergence):
+class TokenForwardKL(token_base.TokenDivergence):
   """Forward KL over the vocabulary at every response token."""
 
   def divergence(self, student_logits, teacher_logits):

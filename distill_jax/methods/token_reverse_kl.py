@@ -6,13 +6,13 @@ Mode seeking: the student is penalized for mass where the teacher has little.
 import dataclasses
 
 from distill_jax import losses
-from distill_jax.llm import objectives
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 
 @register('methods', 'token_reverse_kl')
 @dataclasses.dataclass(frozen=True)
-class TokenReverseKL(objectives.TokenDivergence):
+class TokenReverseKL(token_base.TokenDivergence):
   """Reverse KL over the vocabulary at every response token."""
 
   def divergence(self, student_logits, teacher_logits):

@@ -17,8 +17,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from distill_jax.llm import objectives
 from distill_jax.methods import base
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 
@@ -38,7 +38,7 @@ def skew_kl(student_logits: jax.Array, teacher_logits: jax.Array, *, lam: float,
 
 @register('methods', 'token_skew_kl')
 @dataclasses.dataclass(frozen=True)
-class TokenSkewKL(objectives.TokenDivergence):
+class TokenSkewKL(token_base.TokenDivergence):
   """Skew (forward or reverse) KL at every response token.
 
   Attributes:

@@ -5,12 +5,13 @@ offline teacher-logit cache (``distill_jax.data.logit_cache``) holds, per
 token, ``k`` of its classes -- top-k with the log of the remaining mass, or
 sampled-k with importance weights. No teacher forward pass in the step
 (``needs_teacher = False``); the batch carries the targets, aligned with the
-student's logits ``[B, T, V]`` (``logit_cache.lm_batches`` builds it):
+student's logits ``[B, T, V]`` (``logit_cache.CachedExamples`` reads them;
+LM runs with ``data.name=logit_cache``):
 
 * ``target_ids`` int32 ``[B, T, k]``, ``target_logprobs`` float32
   ``[B, T, k]`` (``-inf`` for padding), ``tail_logprob`` float32 ``[B, T]``;
 * ``targets``, ``loss_mask`` as for every token-level method
-  (``llm.objectives``).
+  (``methods.token_base``).
 
 The per-token divergence is ``losses.sparse_kl_divergence`` (``T**2``
 scaled): with ``tail_bucket=True`` over the ``k`` cached classes plus one
@@ -23,7 +24,7 @@ import dataclasses
 from typing import ClassVar
 
 from distill_jax import losses
-from distill_jax.llm import objectives
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 TARGET_KEYS = ('target_ids', 'target_logprobs', 'tail_logprob')
@@ -31,7 +32,7 @@ TARGET_KEYS = ('target_ids', 'target_logprobs', 'tail_logprob')
 
 @register('methods', 'token_sparse_kl')
 @dataclasses.dataclass(frozen=True)
-class TokenSparseKL(objectives.TokenDivergence):
+class TokenSparseKL(token_base.TokenDivergence):
   """Forward KL to cached sparse teacher targets at every response token.
 
   Attributes:
@@ -51,8 +52,8 @@ class TokenSparseKL(objectives.TokenDivergence):
       raise ValueError(
           f'token_sparse_kl distills from cached teacher targets, but the batch '
           f'has no {", ".join(missing)} (keys: {", ".join(sorted(batch))}). '
-          'Build the batches from a teacher-logit cache with '
-          'distill_jax.data.logit_cache.lm_batches.')
+          'Train from a teacher-logit cache: data.name=logit_cache, data.data_dir=<cache> '
+          '(distill_jax.data.logit_cache.CachedExamples).')
     student_logits = student_out[0]
     divergence = losses.sparse_kl_divergence(
         student_logits, batch['target_ids'], batch['target_logprobs'],

@@ -3,13 +3,13 @@
 import dataclasses
 
 from distill_jax import losses
-from distill_jax.llm import objectives
+from distill_jax.methods import token_base
 from distill_jax.registry import register
 
 
 @register('methods', 'token_tv')
 @dataclasses.dataclass(frozen=True)
-class TokenTotalVariation(objectives.TokenDivergence):
+class TokenTotalVariation(token_base.TokenDivergence):
   """Total variation at every response token."""
 
   def divergence(self, student_logits, teacher_logits):

@@ -1,6 +1,6 @@
 """Layer helpers shared by the model families: initializers and sharding names.
 
-Every parameter carries logical axis names (DESIGN rule 3) through
+Every parameter carries logical axis names (CONTRIBUTING.md rule 3) through
 ``nn.with_logical_partitioning``; the mesh rules that turn them into shardings
 live in the config. The names used by every model in ``distill_jax.models``:
 

@@ -11,7 +11,7 @@
 - ``born_again``: a chain of generations, each taught by the previous one
   (``born_again.py``; a driver over offline runs).
 
-A scheme is ``build(context: base.Context) -> base.Compiled`` registered in
+A scheme is ``build(context: base.Context) -> compile.Compiled`` registered in
 the ``schemes`` namespace (``born_again`` registers its chain runner).
 """
 
@@ -25,7 +25,6 @@ from distill_jax.schemes import deep_to_shallow
 from distill_jax.schemes import dml
 from distill_jax.schemes import multi_teacher
 from distill_jax.schemes import offline
-from distill_jax.schemes.base import Compiled
 from distill_jax.schemes.base import Context
 from distill_jax.schemes.teachers import build_model
 
@@ -59,5 +58,5 @@ def get(config: ml_collections.ConfigDict):
   return build
 
 
-__all__ = ['Compiled', 'Context', 'SCHEME_KEYS', 'born_again', 'build_model', 'combiners',
+__all__ = ['Context', 'SCHEME_KEYS', 'born_again', 'build_model', 'combiners',
            'deep_to_shallow', 'dml', 'get', 'multi_teacher', 'offline']

@@ -1,32 +1,32 @@
 """What every training scheme receives and returns.
 
-``train.build`` makes a ``Context`` (data facts, mesh, method, student,
-optimizer) and hands it to the scheme named ``config.scheme.name``. The scheme
-loads its teachers, defines the state it trains and its pure step functions,
-and returns them compiled (``compile_scheme``): ``Compiled`` is all the loop
-needs. The step signatures are the same for every scheme::
+The classification task (``distill_jax.tasks.classification``) makes a
+``Context`` (data facts, mesh, method, student, optimizer, the batch's
+shapes) and hands it to the scheme named
+``config.scheme.name``. The scheme loads its teachers, defines the state it
+trains and its pure step functions, and returns them compiled
+(``compile_scheme``, i.e. ``distill_jax.compile.compile_steps``):
+``compile.Compiled`` is all the loop needs. The step signatures are the same
+for every scheme::
 
     train_fn(state, teacher_variables, batch) -> (state, metrics)   # state donated
-    eval_fn(state, teacher_variables, batch) -> eval sums            # metrics.eval_summary
+    eval_fn(state, teacher_variables, batch) -> eval sums
 
 ``teacher_variables`` is whatever the scheme loads (one teacher's variables,
-a tuple of them, or None); ``metrics`` holds at least ``loss`` and ``accuracy``.
+a tuple of them, or None); ``metrics`` holds at least ``loss``.
 """
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
-from distill_jax import sharding
+from distill_jax import compile as compile_lib
 from distill_jax.data import DatasetSpec
 from distill_jax.methods.base import Method
-from distill_jax.methods.base import MissingFeatureError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Context:
     optimizer: the optax transformation (one state per trained model).
     schedule: step -> learning rate.
     sample_images: float32 ``[1, H, W, C]`` zeros, for shape inference.
+    abstract_batch: the global train batch's ``jax.ShapeDtypeStruct`` dict.
   """
   config: ml_collections.ConfigDict
   mesh: Any
@@ -57,6 +58,7 @@ class Context:
   optimizer: optax.GradientTransformation
   schedule: Callable[[jax.Array], jax.Array]
   sample_images: jax.Array
+  abstract_batch: dict[str, jax.ShapeDtypeStruct]
 
   @property
   def view_kwargs(self) -> dict[str, Any]:
@@ -66,138 +68,11 @@ class Context:
                 mixing_config=self.config.data.mixing)
 
 
-@dataclasses.dataclass
-class Compiled:
-  """A scheme, ready to run.
+def compile_scheme(context: Context, **kwargs) -> compile_lib.Compiled:
+  """``compile.compile_steps`` on the context's config, mesh and batch shapes.
 
-  Attributes:
-    teacher_variables: second argument of both step functions.
-    abstract_state: the state's ``jax.ShapeDtypeStruct`` tree with shardings
-      (the restore target of checkpoints).
-    init_fn: rng -> a fresh state, created in its shardings.
-    train_fn: the train step, compiled ahead of time (``jax.stages.Compiled``:
-      it can never retrace or recompile).
-    eval_fn: the jitted evaluation step.
-    num_params: trained model parameters (all peers / heads included).
-    memory: per-device bytes: ``state``, ``params``, ``opt_state``,
-      ``teachers`` (from the shardings) and the compiled step's
-      ``memory_analysis()`` (``step_arguments``, ``step_outputs``,
-      ``step_alias`` (donated), ``step_temp``, ``step_code``).
+  ``kwargs``: ``boxed_init``, ``train_step``, ``eval_step``,
+  ``teacher_variables``, ``model_names`` (see ``compile_steps``).
   """
-  teacher_variables: Any
-  abstract_state: Any
-  init_fn: Callable[[jax.Array], Any]
-  train_fn: Callable[..., Any]
-  eval_fn: Callable[..., Any]
-  num_params: int
-  memory: dict[str, int]
-
-
-def compile_scheme(context: Context, *, boxed_init: Callable[[jax.Array], Any],
-                   train_step: Callable[..., Any], eval_step: Callable[..., Any],
-                   teacher_variables: Any, model_names: dict[str, str]) -> Compiled:
-  """Lays out the state from its logical axes and jits the two steps.
-
-  Args:
-    boxed_init: rng -> a fresh state whose params keep their
-      ``nn.LogicallyPartitioned`` boxes (traced with ``jax.eval_shape`` here).
-    train_step: ``(state, teacher_variables, batch) -> (state, metrics)``.
-    eval_step: ``(state, teacher_variables, batch) -> sums``.
-    teacher_variables: already placed in their shardings (or None).
-    model_names: role -> model name, to name the model when a method asks
-      for a feature it lacks (``MissingFeatureError.role``).
-  """
-  config = context.config
-  mesh, rules = context.mesh, config.sharding.rules
-  try:
-    boxed_state = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
-  except MissingFeatureError as e:
-    raise ValueError(f'config.{e.role}: model {model_names.get(e.role, "?")}: {e}') from e
-  state_shardings = sharding.logical_shardings(boxed_state, mesh, rules)
-  abstract_state = sharding.with_shardings(boxed_state, state_shardings)
-  replicated = sharding.replicated(mesh)
-  teacher_shardings = jax.tree.map(lambda x: x.sharding, teacher_variables)
-  params = [x for path, x in jax.tree_util.tree_leaves_with_path(abstract_state)
-            if any(getattr(k, 'name', None) == 'params' for k in path)]
-  sharding.check_replication(params, what='the trained params', config=config.sharding)
-  sharding.check_replication(jax.tree.leaves(teacher_variables), what='the teachers',
-                             config=config.sharding)
-  if config.sharding.mode == 'shard_map':
-    train_step = data_parallel(train_step, context, abstract_state)
-  batch_sharding = sharding.batch_sharding(mesh)
-  train_fn = jax.jit(
-      train_step, in_shardings=(state_shardings, teacher_shardings, batch_sharding),
-      out_shardings=(state_shardings, replicated), donate_argnums=0)
-  size = config.train.batch_size
-  abstract_batch = {
-      'image': jax.ShapeDtypeStruct((size, *context.spec.image_shape), jnp.uint8,
-                                    sharding=batch_sharding),
-      'label': jax.ShapeDtypeStruct((size,), jnp.int32, sharding=batch_sharding),
-      'index': jax.ShapeDtypeStruct((size,), jnp.int32, sharding=batch_sharding)}
-  abstract_teachers = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), teacher_variables)
-  executable = train_fn.lower(abstract_state, abstract_teachers, abstract_batch).compile()
-  eval_fn = jax.jit(eval_step, out_shardings=replicated)
-  init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=state_shardings)
-  memory = {
-      'state': sharding.bytes_per_device(abstract_state),
-      'params': sharding.bytes_per_device(params),
-      'opt_state': sharding.bytes_per_device(
-          [x.opt_state for x in _distill_states(abstract_state)]),
-      'teachers': sharding.bytes_per_device(abstract_teachers),
-      **step_memory(executable)}
-  return Compiled(teacher_variables, abstract_state, init_fn, executable, eval_fn,
-                  sum(x.size for x in params), memory)
-
-
-def _distill_states(state: Any) -> list[Any]:
-  """The ``DistillState`` (or every peer's) inside a scheme's state."""
-  return list(state.peers) if hasattr(state, 'peers') else [state]
-
-
-def step_memory(executable: Any) -> dict[str, int]:
-  """A compiled step's ``memory_analysis()`` in bytes (empty where XLA gives none)."""
-  analysis = executable.memory_analysis()
-  if analysis is None:
-    return {}
-  return {'step_arguments': analysis.argument_size_in_bytes,
-          'step_outputs': analysis.output_size_in_bytes,
-          'step_alias': analysis.alias_size_in_bytes,
-          'step_temp': analysis.temp_size_in_bytes,
-          'step_code': analysis.generated_code_size_in_bytes}
-
-
-SHARDING_MODES = ('auto', 'shard_map')
-SHARD_MAP_SCHEMES = ('offline', 'multi_teacher')
-
-
-def data_parallel(train_step: Callable[..., Any], context: Context,
-                  abstract_state: Any) -> Callable[..., Any]:
-  """``train_step`` as an explicit data-parallel ``jax.shard_map`` (the pmap-style path).
-
-  The state and teachers are replicated, the batch is split over
-  ``sharding.BATCH_AXES``, and the step averages with ``lax.pmean``
-  (``steps.train_step(batch_axes=...)``). Batch normalisation then uses each
-  shard's statistics (as ``pmap`` without a cross-replica axis name).
-
-  Raises:
-    ValueError: the scheme or method cannot run this way, or the state is not
-      fully replicated (use mode 'auto' for FSDP / tensor parallelism).
-  """
-  config = context.config
-  if config.scheme.name not in SHARD_MAP_SCHEMES:
-    raise ValueError(f'sharding.mode=shard_map runs the {", ".join(SHARD_MAP_SCHEMES)} schemes; '
-                     f'scheme {config.scheme.name!r} needs sharding.mode=auto.')
-  if jax.tree.leaves(abstract_state.method_state):
-    raise ValueError(f'sharding.mode=shard_map: method {config.method.name!r} keeps per-example '
-                     'state (a memory bank) that shards would update apart; use sharding.mode=auto.')
-  sharded = [x for x in jax.tree.leaves(abstract_state) if not x.sharding.is_fully_replicated]
-  if sharded:
-    raise ValueError('sharding.mode=shard_map is data-parallel only, but sharding.rules shard '
-                     f'{len(sharded)} state arrays (FSDP / tensor parallel): use sharding.mode=auto.')
-  spec = jax.sharding.PartitionSpec
-  return jax.shard_map(
-      functools.partial(train_step, batch_axes=sharding.BATCH_AXES), mesh=context.mesh,
-      in_specs=(spec(), spec(), spec(sharding.BATCH_AXES)), out_specs=(spec(), spec()),
-      check_vma=False)
-
+  return compile_lib.compile_steps(context.config, context.mesh,
+                                   abstract_batch=context.abstract_batch, **kwargs)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from distill_jax import compile as compile_lib
 from distill_jax import checkpoint
 from distill_jax import defaults
 from distill_jax import methods
@@ -35,7 +36,7 @@ from distill_jax.schemes import teachers
 
 
 @register('schemes', 'born_again')
-def build(context: base.Context) -> base.Compiled:
+def build(context: base.Context) -> compile_lib.Compiled:
   """A chain is several runs, not one compiled step: ``run_chain`` runs it."""
   del context
   raise ValueError('scheme born_again is a chain of runs: start it with '
@@ -137,7 +138,7 @@ def run_chain(config: ml_collections.ConfigDict, workdir: str, *,
       'generations': [{'generation': k, 'workdir': d,
                        'accuracy': per_generation[f'gen{k}_accuracy']}
                       for k, d in enumerate(gen_dirs)],
-      'test': summary, 'steps': last['steps'], 'wall_time_s': time.time() - start_time,
+      'eval': summary, 'steps': last['steps'], 'wall_time_s': time.time() - start_time,
       'workdir': os.path.abspath(workdir)}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:

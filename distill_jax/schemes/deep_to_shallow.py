@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from distill_jax import compile as compile_lib
 from distill_jax import state as state_lib
 from distill_jax import steps
 from distill_jax.data import views
@@ -119,18 +120,9 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: ste
       metrics[f'exit_{name}_loss'] = loss
       metrics[f'exit_{name}_accuracy'] = steps.accuracy(head_logits, batch['label'])
     metrics['accuracy'] = steps.accuracy(logits, batch['label'])
-    return total, (model_state, jax.lax.stop_gradient(method_state), metrics)
+    return total, (model_state, method_state, metrics)
 
-  trainable = {'student': state.params, 'aux': state.aux_params}
-  (loss, (model_state, method_state, metrics)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(trainable)
-  new_state = steps.apply_gradients(state, grads, optimizer=optimizer,
-                                    model_state=model_state, method_state=method_state)
-  grad_norm = optax.tree.norm(grads)
-  finite = steps.is_finite_update(loss, grad_norm)
-  return steps.keep_if_finite(finite, new_state, state), {
-      **metrics, 'loss': loss, 'grad_norm': grad_norm, 'learning_rate': schedule(state.step),
-      'nonfinite': jnp.logical_not(finite).astype(jnp.float32)}
+  return steps.update(state, loss_fn, optimizer=optimizer, schedule=schedule)
 
 
 def eval_step(state: state_lib.DistillState, teacher_variables: Any, batch: steps.Batch, *,
@@ -172,7 +164,7 @@ def exit_heads(context: base.Context) -> dict[str, ExitHead]:
 
 
 @register('schemes', 'deep_to_shallow')
-def build(context: base.Context) -> base.Compiled:
+def build(context: base.Context) -> compile_lib.Compiled:
   """Self-distillation of ``config.student``'s exits from its deepest classifier."""
   config, method = context.config, context.method
   if config.teacher.workdir:

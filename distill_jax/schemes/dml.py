@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from distill_jax import compile as compile_lib
 from distill_jax import state as state_lib
 from distill_jax import steps
 from distill_jax.data import views
@@ -98,24 +99,13 @@ def train_step(state: state_lib.PeersState, teacher_variables: Any, batch: steps
           losses.append(loss)
       peer_loss = sum(losses) / len(losses)
       total = total + peer_loss
-      method_states.append(jax.lax.stop_gradient(new_states))
+      method_states.append(new_states)
       metrics[f'peer{i}_loss'] = peer_loss
       metrics[f'peer{i}_accuracy'] = steps.accuracy(outputs[i][0], batch['label'])
-    return total, (model_states, method_states, metrics)
+    metrics.update(loss=total / len(peers), accuracy=metrics['peer0_accuracy'])
+    return total, (tuple(model_states), tuple(method_states), metrics)
 
-  trainables = tuple({'student': p.params, 'aux': p.aux_params} for p in state.peers)
-  (total, (model_states, method_states, metrics)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(trainables)
-  grad_norm = optax.tree.norm(grads)
-  finite = steps.is_finite_update(total, grad_norm)  # One NaN peer drops every peer's update.
-  new_peers = tuple(
-      steps.keep_if_finite(finite, steps.apply_gradients(
-          p, g, optimizer=optimizer, model_state=ms, method_state=mst), p)
-      for p, g, ms, mst in zip(state.peers, grads, model_states, method_states))
-  metrics = {**metrics, 'loss': total / len(peers), 'accuracy': metrics['peer0_accuracy'],
-             'grad_norm': grad_norm, 'learning_rate': schedule(step),
-             'nonfinite': jnp.logical_not(finite).astype(jnp.float32)}
-  return state_lib.PeersState(new_peers), metrics
+  return steps.update(state, loss_fn, optimizer=optimizer, schedule=schedule)
 
 
 def eval_step(state: state_lib.PeersState, teacher_variables: Any, batch: steps.Batch, *,
@@ -160,7 +150,7 @@ def peer_models(context: base.Context) -> tuple[nn.Module, ...]:
 
 
 @register('schemes', 'dml')
-def build(context: base.Context) -> base.Compiled:
+def build(context: base.Context) -> compile_lib.Compiled:
   """Deep mutual learning of ``config.student`` and ``config.scheme.peers``."""
   config, method = context.config, context.method
   if config.teacher.workdir:

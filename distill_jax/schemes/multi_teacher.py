@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill_jax import compile as compile_lib
 from distill_jax import registry
 from distill_jax import state as state_lib
 from distill_jax import steps
@@ -96,7 +97,7 @@ def eval_step(state, teacher_variables, batch, *, student, modules, resolutions,
 
 
 @register('schemes', 'multi_teacher')
-def build(context: base.Context) -> base.Compiled:
+def build(context: base.Context) -> compile_lib.Compiled:
   """Distillation of ``config.student`` from the teachers of ``config.scheme.teachers``."""
   config, method, scheme = context.config, context.method, context.config.scheme
   workdirs = tuple(scheme.teachers)

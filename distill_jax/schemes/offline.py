@@ -10,6 +10,7 @@ teaching / function matching.
 
 import functools
 
+from distill_jax import compile as compile_lib
 from distill_jax import state as state_lib
 from distill_jax import steps
 from distill_jax.registry import register
@@ -37,7 +38,7 @@ def load_config_teacher(context: base.Context) -> teachers.LoadedModel | None:
 
 
 @register('schemes', 'offline')
-def build(context: base.Context) -> base.Compiled:
+def build(context: base.Context) -> compile_lib.Compiled:
   """Offline distillation of ``config.student`` from ``config.teacher``."""
   config, method = context.config, context.method
   teacher = load_config_teacher(context)

@@ -16,7 +16,7 @@ windows (the tail that does not fill one is dropped), and ``--num_windows``
 of them are drawn at random (``--seed``). ``--tokens=<.npy>`` gives the
 windows directly instead. The cache records the tokenizer as the hash of its
 vocabulary (``logit_cache.tokenizer_info``); students built on the same
-tokenizer read it with ``logit_cache.lm_batches``.
+tokenizer train from it with ``data.name=logit_cache`` (``logit_cache.CachedExamples``).
 
 Any other model registered in the ``models`` namespace::
 
@@ -30,8 +30,8 @@ Any other model registered in the ``models`` namespace::
 
 The teacher is any model registered in the ``models`` namespace whose
 ``apply(variables, tokens [B, T])`` returns logits ``[B, T, V]`` (or
-``(logits, features)``, DESIGN.md rule 5), built as ``cls(**model_kwargs)``
-and loaded from ``--teacher_workdir``'s latest checkpoint
+``(logits, features)``, CONTRIBUTING.md rule 5), built as
+``cls(**model_kwargs)`` and loaded from ``--teacher_workdir``'s latest checkpoint
 (``checkpoint.load_teacher``); ``--init_seed`` instead initializes it at
 random (smoke tests only, recorded as such in the provenance). The tokenizer
 files are hashed into the provenance; students training from the cache must
@@ -54,7 +54,6 @@ import numpy as np
 from distill_jax import checkpoint
 from distill_jax import registry
 from distill_jax.data import logit_cache
-from distill_jax.llm import run as lm_run
 from distill_jax.llm import tokenizer as tokenizer_lib
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama
@@ -208,7 +207,7 @@ def run_llama(*, llama: str, out: str, spec: logit_cache.CacheSpec,
   if (text is None) == (tokens is None):
     raise ValueError('Give exactly one of --text (text files to cut into '
                      'windows) and --tokens (an .npy of token windows).')
-  llama = lm_run.teacher_path(llama)
+  llama = weights.resolve_pretrained(llama)
   logits_fn, config, tokenizer = llama_logits_fn(llama)
   info = logit_cache.tokenizer_info(tokenizer)
   if info.vocab_size != config.vocab_size:

@@ -2,7 +2,7 @@
 
 The real measurement is ``python -m benchmarks.run`` (minutes); this checks
 that the same code path builds the distill_jax steps through the framework
-(``train.build`` / ``llm.train.build_trainer``), the PyTorch references and
+(``train.build`` / ``tasks.language_model.compile_lm``), the PyTorch references and
 torchdistill's loss, times them interleaved and writes the result files.
 """
 

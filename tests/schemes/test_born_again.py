@@ -27,12 +27,12 @@ def test_each_generation_is_taught_by_the_previous_one(small_config, data_dir, t
     # The generation's own run evaluated its teacher, generation k-1 (in bfloat16,
     # the teacher default; the chain evaluates generations in float32).
     with open(os.path.join(gens[k], 'results.json')) as f:
-      teacher_accuracy = json.load(f)['test']['teacher_accuracy']
-    assert teacher_accuracy == pytest.approx(results['test'][f'gen{k - 1}_accuracy'], abs=0.01)
-  assert {'gen0_accuracy', 'gen2_accuracy', 'ensemble_accuracy'} <= set(results['test'])
+      teacher_accuracy = json.load(f)['eval']['teacher_accuracy']
+    assert teacher_accuracy == pytest.approx(results['eval'][f'gen{k - 1}_accuracy'], abs=0.01)
+  assert {'gen0_accuracy', 'gen2_accuracy', 'ensemble_accuracy'} <= set(results['eval'])
   # A rerun resumes: nothing is retrained and the figures are the same.
   again = train.run(_ban(small_config, data_dir), str(tmp_path / 'chain'))
-  assert again['test'] == results['test']
+  assert again['eval'] == results['eval']
 
 
 def test_an_existing_generation_zero_is_used(small_config, data_dir, digits_teachers, tmp_path):

@@ -27,9 +27,8 @@ def test_deepest_classifier_learns_from_labels_only_and_exits_learn(small_config
   exp = train.build(config)
   compiled, context = exp.compiled, exp.context
   state = jax.device_get(compiled.init_fn(jax.random.PRNGKey(0)))
-  batches = train.data.train_batches(config.data.name, data_dir=data_dir, split='train',
-                                     global_batch_size=config.train.batch_size, seed=0)
-  batch = train._global_batch(next(batches), train.sharding.batch_sharding(exp.mesh))
+  batches = exp.train_batches(0)
+  batch = train.global_batch(next(batches), exp.compiled.batch_sharding)
   new_state, metrics = compiled.train_fn(jax.device_put(state), None, batch)
   images = views.augmented_view(jax.random.PRNGKey(0), batch, **context.view_kwargs)['image']
 
@@ -50,7 +49,7 @@ def test_deepest_classifier_learns_from_labels_only_and_exits_learn(small_config
 
 
 def test_evaluation_reports_every_exit_and_the_ensemble(small_config, data_dir, tmp_path):
-  results = train.run(_byot(small_config, data_dir), str(tmp_path / 'run'))['test']
+  results = train.run(_byot(small_config, data_dir), str(tmp_path / 'run'))['eval']
   assert {'accuracy', 'exit_hidden1_accuracy', 'ensemble_accuracy'} <= set(results)
 
 

@@ -19,10 +19,8 @@ def _dml(small_config, data_dir, **overrides):
 
 def _first_batch(exp):
   config = exp.config
-  batches = train.data.train_batches(
-      config.data.name, data_dir=config.data.data_dir, split='train',
-      global_batch_size=config.train.batch_size, seed=config.seed)
-  return train._global_batch(next(batches), train.sharding.batch_sharding(exp.mesh))
+  batches = exp.train_batches(0)
+  return train.global_batch(next(batches), exp.compiled.batch_sharding)
 
 
 def test_gradients_reach_every_peer_and_never_pass_through_a_target(small_config, data_dir):
@@ -63,7 +61,7 @@ def test_evaluation_checkpoint_and_resume_hold_every_peer(small_config, data_dir
   config = _dml(small_config, data_dir, **{'train.checkpoint_every_epochs': 0})
   results = train.run(config, str(tmp_path / 'run'))
   for key in ('accuracy', 'peer1_accuracy', 'ensemble_accuracy'):
-    assert 0.0 <= results['test'][key] <= 1.0
+    assert 0.0 <= results['eval'][key] <= 1.0
   exp = train.build(config)
   restored = checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path / 'run'), 2),
                                        exp.compiled.abstract_state)

@@ -19,12 +19,10 @@ def _train(config, steps=3):
   exp = train.build(config)
   compiled = exp.compiled
   state = compiled.init_fn(jax.random.PRNGKey(0))
-  batches = train.data.train_batches(
-      config.data.name, data_dir=config.data.data_dir, split='train',
-      global_batch_size=config.train.batch_size, seed=0)
+  batches = exp.train_batches(0)
   losses = []
   for _ in range(steps):
-    batch = train._global_batch(next(batches), train.sharding.batch_sharding(exp.mesh))
+    batch = train.global_batch(next(batches), exp.compiled.batch_sharding)
     state, metrics = compiled.train_fn(state, compiled.teacher_variables, batch)
     losses.append(float(metrics['loss']))
   return state, losses
@@ -76,7 +74,7 @@ def test_evaluation_reports_every_teacher_and_the_ensemble(small_config, data_di
   config = _kd(small_config, data_dir, **{
       'scheme.name': 'multi_teacher',
       'scheme.teachers': (digits_teachers['mlp'], digits_teachers['cnn'])})
-  results = train.run(config, str(tmp_path / 'run'))['test']
+  results = train.run(config, str(tmp_path / 'run'))['eval']
   for key in ('accuracy', 'teacher0_accuracy', 'teacher1_accuracy', 'teacher_accuracy'):
     assert 0.0 <= results[key] <= 1.0, key
 

