@@ -31,6 +31,15 @@ TASK_KEYS = {
                        'teacher.pretrained', 'on_policy.'),
 }
 
+# Keys of the former separate LM config (distill_jax/llm/config.py) -> their key here.
+RENAMED = {
+    'data.source': 'data.name', 'teacher.source': 'teacher.pretrained',
+    'data.seqkd_data_dir': 'data.data_dir', 'data.logit_cache_dir': 'data.data_dir',
+    **{f'student.{k}': f'student.kwargs.{k}' for k in (
+        'hidden_size', 'intermediate_size', 'num_layers', 'num_heads', 'num_kv_heads',
+        'head_dim', 'rope_theta', 'rms_norm_eps', 'tie_embeddings', 'max_seq_len')},
+}
+
 # Logical axis -> mesh axis of the Llama (``llm/model.py``): FSDP shards the
 # embedding width, tensor parallelism the heads, the SwiGLU width and the
 # vocabulary (Megatron style).
@@ -236,6 +245,8 @@ def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.Conf
     for path in unknown:
       close = difflib.get_close_matches(path, known, n=1)
       hint = f" (did you mean '{close[0]}'?)" if close else ''
+      if path in RENAMED:
+        hint = f" (renamed: now '{RENAMED[path]}')"
       lines.append(f'  {path}{hint}')
     raise ValueError(
         'Unknown config keys:\n' + '\n'.join(lines) +

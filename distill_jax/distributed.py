@@ -12,16 +12,46 @@ Every host runs the same command. Where the cluster is described:
 On CPU the cross-process collectives use gloo. After initialisation,
 ``jax.devices()`` lists every host's devices; the input pipeline reads this
 process's share of each global batch (``data.train_batches(process_index=...)``)
-and only process 0 writes logs, metrics and ``results.json``.
+and only process 0 writes logs, metrics and ``results.json``. Offline jobs
+(the teacher-logit cache, sequence-level KD generation) split their work in
+contiguous blocks (``share``) and meet at ``barrier``.
 """
 
 import os
 
+from absl import flags
 import jax
+from jax.experimental import multihost_utils
 
 ENV_COORDINATOR = 'DISTILL_JAX_COORDINATOR'
 ENV_NUM_PROCESSES = 'DISTILL_JAX_NUM_PROCESSES'
 ENV_PROCESS_ID = 'DISTILL_JAX_PROCESS_ID'
+
+
+def define_flags() -> None:
+  """``--coordinator``, ``--num_processes``, ``--process_id`` (``initialize_from_flags``)."""
+  flags.DEFINE_string('coordinator', '', 'Multi-host: HOST:PORT of process 0 (default: '
+                      'environment / auto-detect).')
+  flags.DEFINE_integer('num_processes', 0, 'Multi-host: number of processes.')
+  flags.DEFINE_integer('process_id', -1, 'Multi-host: index of this process.')
+
+
+def initialize_from_flags() -> None:
+  """``initialize`` with the values of ``define_flags``'s flags."""
+  f = flags.FLAGS
+  initialize(f.coordinator, f.num_processes, f.process_id)
+
+
+def share(num_batches: int) -> range:
+  """This process's contiguous block of ``num_batches`` work batches (all on one process)."""
+  index, count = jax.process_index(), jax.process_count()
+  return range(index * num_batches // count, (index + 1) * num_batches // count)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process has reached ``barrier(name)`` (no-op on one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def _auto_detectable() -> bool:

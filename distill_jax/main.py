@@ -19,10 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: config.json, metrics.jsonl, checkpoints, results.json.')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator', '', 'Multi-host: HOST:PORT of process 0 (default: environment / auto-detect).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-host: index of this process.')
+distributed.define_flags()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -30,7 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # Progress is printed; keep library INFO logs quiet.
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  distributed.initialize_from_flags()
   train.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -36,6 +36,11 @@ CASES = {
     'bad hyper-parameter': ({'method.name': 'kd', 'method.temperature': 0.0}, ValueError,
                             'kd.temperature must be > 0'),
     'missing data set': ({'data.name': 'cifar10'}, FileNotFoundError, 'cifar10'),
+    'language-model method': ({'method.name': 'token_kl'}, ValueError,
+                              "'token_kl' is a language_model method but config.task is "
+                              "'classification': choose one of the classification methods"),
+    'language-model key': ({'on_policy.lam': 0.5}, ValueError,
+                           "config.task='classification' does not read on_policy.lam"),
     'teacher run missing': ({'method.name': 'kd', 'teacher.workdir': '/nonexistent/teacher'},
                             FileNotFoundError, "No config.json in '/nonexistent/teacher'"),
 }

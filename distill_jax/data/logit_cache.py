@@ -32,7 +32,7 @@ import datetime
 import hashlib
 import json
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Sequence
 
 from array_record.python import array_record_data_source
 from array_record.python import array_record_module
@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill_jax import distributed
 from distill_jax.losses import sparse_targets
 
 FORMAT_VERSION = 1
@@ -195,13 +196,21 @@ def _id_dtype(vocab_size: int) -> np.dtype:
 
 def write_cache(out_dir: str,
                 logits_fn: Callable[[jax.Array], jax.Array],
-                batches: Iterable[np.ndarray], *, spec: CacheSpec,
+                batches: Sequence[np.ndarray], *, spec: CacheSpec,
                 tokenizer: TokenizerInfo, provenance: dict[str, Any],
                 records_per_shard: int = 4096) -> dict[str, Any]:
   """Runs the teacher over ``batches`` and writes the cache to ``out_dir``.
 
+  On several processes (``jax.process_count() > 1``, every one calling this
+  with the same arguments) each runs the teacher over its contiguous block of
+  the batches (``distributed.share``) and writes its own shards
+  (``logits-p<process>-<n>.array_record``); process 0 writes
+  ``metadata.json`` once all of them are done. The cache holds the same
+  sequences in the same order whatever the process count (batch ``i`` samples
+  with ``fold_in(key(spec.seed), i)``).
+
   Args:
-    out_dir: new or empty directory.
+    out_dir: new or empty directory (shared by the processes).
     logits_fn: teacher, ``tokens int32 [B, T] -> logits [B, T, V]``; it is
       jitted together with the sparsification.
     batches: token batches ``[B, T]`` (same ``T`` throughout).
@@ -222,67 +231,89 @@ def write_cache(out_dir: str,
   if os.listdir(out_dir):
     raise ValueError(f'write_cache: {out_dir} is not empty; write a cache into '
                      'a new directory.')
+  distributed.barrier('logit cache: out_dir checked')  # Before any process writes.
+  process, processes = jax.process_index(), jax.process_count()
+  prefix = 'logits-' if processes == 1 else f'logits-p{process:03d}-'
   step = jax.jit(lambda tokens, rng: sparsify(logits_fn(tokens), spec, rng))
   id_dtype = _id_dtype(tokenizer.vocab_size)
-  token_dtype = id_dtype
-  shards, writer, in_shard = [], None, 0
-  num_sequences = num_tokens = payload = 0
-  seq_len = None
+  part = dict(shards=[], num_sequences=0, num_tokens=0, payload=0, seq_len=None)
+  writer, in_shard = None, 0
   rng = jax.random.key(spec.seed)
-  for index, tokens in enumerate(batches):
-    tokens = np.asarray(tokens)
+  for index in distributed.share(len(batches)):
+    tokens = np.asarray(batches[index])
     if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
       raise ValueError(f'write_cache: batches must be integer tokens [B, T]; '
                        f'batch {index} is {tokens.dtype} {tokens.shape}.')
-    if seq_len is None:
-      seq_len = tokens.shape[1]
-      vocab = jax.eval_shape(
-          logits_fn, jax.ShapeDtypeStruct(tokens.shape, jnp.int32)).shape[-1]
-    if vocab != tokenizer.vocab_size:
-      raise ValueError(
-          f'write_cache: the teacher outputs {vocab} classes but the tokenizer '
-          f'has vocab_size {tokenizer.vocab_size}: they must be the same model '
-          'family.')
-    out = jax.device_get(step(jnp.asarray(tokens, jnp.int32),
-                              jax.random.fold_in(rng, index)))
+    if part['seq_len'] is None:
+      vocab = jax.eval_shape(logits_fn,
+                             jax.ShapeDtypeStruct(tokens.shape, jnp.int32)).shape[-1]
+      if vocab != tokenizer.vocab_size:
+        raise ValueError(
+            f'write_cache: the teacher outputs {vocab} classes but the tokenizer '
+            f'has vocab_size {tokenizer.vocab_size}: they must be the same model '
+            'family.')
+      part['seq_len'] = tokens.shape[1]
+    out = jax.device_get(step(jnp.asarray(tokens, jnp.int32), jax.random.fold_in(rng, index)))
     values = quantize(out['logprobs'], spec)
     for row in range(tokens.shape[0]):
       if writer is None or in_shard == records_per_shard:
         if writer is not None:
           writer.close()
-        shards.append(f'logits-{len(shards):05d}.array_record')
+        part['shards'].append(f'{prefix}{len(part["shards"]):05d}.array_record')
         writer = array_record_module.ArrayRecordWriter(
-            os.path.join(out_dir, shards[-1]), 'group_size:1')
+            os.path.join(out_dir, part['shards'][-1]), 'group_size:1')
         in_shard = 0
       record = serialization.msgpack_serialize(dict(
-          tokens=tokens[row].astype(token_dtype),
-          ids=out['ids'][row].astype(id_dtype),
-          values=values[row],
-          tail=out['tail'][row].astype(np.float32)))
+          tokens=tokens[row].astype(id_dtype), ids=out['ids'][row].astype(id_dtype),
+          values=values[row], tail=out['tail'][row].astype(np.float32)))
       writer.write(record)
-      payload += len(record)
+      part['payload'] += len(record)
+      part['num_sequences'] += 1
+      part['num_tokens'] += tokens.shape[1]
       in_shard += 1
-      num_sequences += 1
-      num_tokens += tokens.shape[1]
   if writer is not None:
     writer.close()
+  with open(os.path.join(out_dir, f'part-{process:05d}.json'), 'w') as f:
+    json.dump(part, f)
+  distributed.barrier('logit cache: parts written')
+  metadata = _merge_parts(out_dir, processes, spec=spec, tokenizer=tokenizer,
+                          provenance=provenance)
+  distributed.barrier('logit cache: metadata written')
+  if process == 0:
+    for other in range(processes):
+      os.remove(os.path.join(out_dir, f'part-{other:05d}.json'))
+  return metadata
+
+
+def _merge_parts(out_dir: str, processes: int, *, spec: CacheSpec, tokenizer: TokenizerInfo,
+                 provenance: dict[str, Any]) -> dict[str, Any]:
+  """The metadata of the processes' parts, in process order; process 0 writes it."""
+  parts = []
+  for process in range(processes):
+    with open(os.path.join(out_dir, f'part-{process:05d}.json')) as f:
+      parts.append(json.load(f))
+  shards = [shard for part in parts for shard in part['shards']]
+  total = lambda key: sum(part[key] for part in parts)
+  num_tokens = total('num_tokens')
   num_bytes = sum(os.path.getsize(os.path.join(out_dir, s)) for s in shards)
   metadata = dict(
       format_version=FORMAT_VERSION,
       tokenizer=dataclasses.asdict(tokenizer),
       spec=dataclasses.asdict(spec),
-      provenance=provenance,
-      seq_len=seq_len, num_sequences=num_sequences, num_tokens=num_tokens,
+      provenance={**provenance, 'processes': processes},
+      seq_len=next((p['seq_len'] for p in parts if p['seq_len']), None),
+      num_sequences=total('num_sequences'), num_tokens=num_tokens,
       shards=shards, num_bytes=num_bytes,
       bytes_per_token=num_bytes / max(num_tokens, 1),
       # Records only, without ArrayRecord's ~0.1 MB per file.
-      record_bytes_per_token=payload / max(num_tokens, 1),
+      record_bytes_per_token=total('payload') / max(num_tokens, 1),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
       versions=dict(jax=jax.__version__))
-  tmp = os.path.join(out_dir, METADATA + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(metadata, f, indent=1)
-  os.replace(tmp, os.path.join(out_dir, METADATA))
+  if jax.process_index() == 0:
+    tmp = os.path.join(out_dir, METADATA + '.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(metadata, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, METADATA))
   return metadata
 
 

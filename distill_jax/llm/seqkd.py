@@ -15,8 +15,11 @@ Command::
     --max_new_tokens=128 --temperature=0.7 --top_p=0.95 --seed=0
 
 ``--prompts`` is a text file with one prompt per line (sent through the chat
-template with ``--chat``, as plain text otherwise). The student then trains on
-it with ``python -m distill_jax.llm.main
+template with ``--chat``, as plain text otherwise). On several hosts run the
+same command on each with ``--coordinator=HOST:PORT --num_processes=N
+--process_id=I`` and a shared ``--data_dir``: each host generates the responses
+of its block of the prompts; process 0 writes the data set. The student then trains on
+it with ``python -m distill_jax.main
 --config=configs/llm/smollm2.py:method=token_ce,seqkd_data_dir=DIR,seqkd_name=NAME``.
 """
 
@@ -29,6 +32,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from distill_jax import distributed
 from distill_jax.llm.model import Llama
 from distill_jax.llm.sampling import SamplingParams, generate, left_pad
 
@@ -39,15 +43,16 @@ PROVENANCE_FILE = 'provenance.json'
 def generate_responses(model: Llama, variables: Any, prompts: Sequence[Sequence[int]],
                        sampling: SamplingParams, *, eos_id: int | None, pad_id: int,
                        seed: int, batch_size: int = 16,
-                       prompt_multiple: int = 16) -> list[list[int]]:
+                       prompt_multiple: int = 16, first_batch: int = 0) -> list[list[int]]:
   """The teacher's response token ids for each prompt (EOS kept, padding dropped).
 
   Prompts are left-padded in batches of ``batch_size`` to a multiple of
   ``prompt_multiple`` tokens (few distinct shapes, few compilations); batch
-  ``i`` samples with ``fold_in(PRNGKey(seed), i)``.
+  ``i`` samples with ``fold_in(PRNGKey(seed), first_batch + i)`` (a process
+  generating a block of a larger prompt list passes the block's first batch).
   """
   responses = []
-  for i, start in enumerate(range(0, len(prompts), batch_size)):
+  for i, start in enumerate(range(0, len(prompts), batch_size), start=first_batch):
     chunk = list(prompts[start:start + batch_size])
     rows = len(chunk)
     chunk += [chunk[-1]] * (batch_size - rows)  # one batch shape throughout
@@ -106,25 +111,39 @@ def write_dataset(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence
   """Writes the pairs as an ArrayRecord tfds data set; returns its directory.
 
   ``provenance`` (teacher, sampling parameters, seed, prompt source, ...) is
-  stored in the data set's metadata and in ``provenance.json`` next to it.
+  stored in the data set's metadata and in ``provenance.json`` next to it. On
+  several processes each passes its own block of the pairs (``distributed.share``
+  order) and writes it to a staging part; process 0 joins the parts in
+  process order and builds the data set once.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if len(prompts) != len(responses):
     raise ValueError(f'{len(prompts)} prompts but {len(responses)} responses.')
   staging = os.path.join(data_dir, 'manual', name)
   os.makedirs(staging, exist_ok=True)
-  with open(os.path.join(staging, STAGING_FILE), 'w') as f:
+  part = lambda process: os.path.join(staging, f'{STAGING_FILE}-{process:05d}')
+  with open(part(jax.process_index()), 'w') as f:
     for p, r in zip(prompts, responses):
       f.write(json.dumps({'prompt': list(map(int, p)), 'response': list(map(int, r))}) + '\n')
-  with open(os.path.join(staging, PROVENANCE_FILE), 'w') as f:
-    json.dump(provenance, f, indent=1)
-  builder = _builder_class()(provenance=provenance, data_dir=os.path.join(data_dir, name),
-                             file_format='array_record')
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=staging))
-  with open(os.path.join(builder.data_dir, PROVENANCE_FILE), 'w') as f:
-    json.dump(provenance, f, indent=1)
-  return builder.data_dir
+  distributed.barrier('seqkd: parts written')
+  directory = os.path.join(data_dir, name)
+  if jax.process_index() == 0:
+    with open(os.path.join(staging, STAGING_FILE), 'w') as f:
+      for process in range(jax.process_count()):
+        with open(part(process)) as p:
+          f.write(p.read())
+        os.remove(part(process))
+    with open(os.path.join(staging, PROVENANCE_FILE), 'w') as f:
+      json.dump(provenance, f, indent=1)
+    builder = _builder_class()(provenance=provenance, data_dir=directory,
+                               file_format='array_record')
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=staging))
+    directory = builder.data_dir
+    with open(os.path.join(directory, PROVENANCE_FILE), 'w') as f:
+      json.dump(provenance, f, indent=1)
+  distributed.barrier('seqkd: data set written')
+  return directory
 
 
 def load_dataset(data_dir: str, name: str):
@@ -141,6 +160,7 @@ def main(argv: Sequence[str]) -> None:
   from distill_jax.llm.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
   from distill_jax.llm.weights import load_pretrained  # pylint: disable=g-import-not-at-top
   del argv
+  distributed.initialize_from_flags()
   f = flags.FLAGS
   with open(f.prompts) as file:
     texts = [line.rstrip('\n') for line in file if line.strip()]
@@ -150,13 +170,17 @@ def main(argv: Sequence[str]) -> None:
              else tokenizer.encode(t) for t in texts]
   sampling = SamplingParams(max_new_tokens=f.max_new_tokens, temperature=f.temperature,
                             top_k=f.top_k, top_p=f.top_p)
-  responses = generate_responses(Llama(config), variables, prompts, sampling,
+  mine = distributed.share(-(-len(prompts) // f.batch_size))  # This process's batches.
+  my_prompts = prompts[mine.start * f.batch_size:mine.stop * f.batch_size]
+  responses = generate_responses(Llama(config), variables, my_prompts, sampling,
                                  eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-                                 seed=f.seed, batch_size=f.batch_size)
+                                 seed=f.seed, batch_size=f.batch_size, first_batch=mine.start)
   provenance = {'teacher': os.path.abspath(f.teacher), 'sampling': dataclasses.asdict(sampling),
                 'seed': f.seed, 'prompts': os.path.abspath(f.prompts), 'chat': f.chat,
                 'num_examples': len(prompts)}
-  print(write_dataset(prompts, responses, provenance, data_dir=f.data_dir, name=f.name))
+  directory = write_dataset(my_prompts, responses, provenance, data_dir=f.data_dir, name=f.name)
+  if jax.process_index() == 0:
+    print(directory)
 
 
 def _define_flags():
@@ -172,10 +196,13 @@ def _define_flags():
   flags.DEFINE_float('top_p', 0.95, '1 = off.')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   flags.DEFINE_integer('batch_size', 16, 'Prompts per generation batch.')
+  distributed.define_flags()
   flags.mark_flags_as_required(['teacher', 'prompts', 'data_dir'])
 
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(main, argv=sys.argv)
+  # tfds needs the builder class in a package's module, not in __main__.
+  from distill_jax.llm import seqkd as _module  # pylint: disable=g-import-not-at-top
+  _module._define_flags()  # pylint: disable=protected-access
+  app.run(_module.main, argv=sys.argv)

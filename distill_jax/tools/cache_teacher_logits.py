@@ -18,6 +18,12 @@ windows directly instead. The cache records the tokenizer as the hash of its
 vocabulary (``logit_cache.tokenizer_info``); students built on the same
 tokenizer train from it with ``data.name=logit_cache`` (``logit_cache.CachedExamples``).
 
+On several hosts, run the same command on each with ``--coordinator=HOST:PORT
+--num_processes=N --process_id=I`` (or the environment / auto-detection of
+``distill_jax.distributed``) and an ``--out`` every host sees: each host runs
+the teacher over its block of the windows and writes its own shards, process 0
+writes ``metadata.json`` (``logit_cache.write_cache``).
+
 Any other model registered in the ``models`` namespace::
 
   python -m distill_jax.tools.cache_teacher_logits \
@@ -52,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_jax import checkpoint
+from distill_jax import distributed
 from distill_jax import registry
 from distill_jax.data import logit_cache
 from distill_jax.llm import tokenizer as tokenizer_lib
@@ -90,6 +97,7 @@ def _define_flags():
   flags.DEFINE_integer('records_per_shard', 4096, 'Sequences per shard.')
   flags.DEFINE_integer('seed', 0,
                        'Sampling seed (mode=sampled) and window draw (--text).')
+  distributed.define_flags()
   flags.mark_flags_as_required(['out'])
 
 
@@ -230,18 +238,18 @@ def run_llama(*, llama: str, out: str, spec: logit_cache.CacheSpec,
                                  records_per_shard=records_per_shard)
 
 
-def _batches(tokens: np.ndarray, batch_size: int):
+def _batches(tokens: np.ndarray, batch_size: int) -> list[np.ndarray]:
   """``[num_sequences, T]`` in batches; a smaller last batch compiles once more."""
   tokens = np.asarray(tokens)
   if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
     raise ValueError(f'--tokens must hold integer tokens [num_sequences, T]; '
                      f'got {tokens.dtype} {tokens.shape}.')
-  return (tokens[start:start + batch_size]
-          for start in range(0, len(tokens), batch_size))
+  return [tokens[start:start + batch_size] for start in range(0, len(tokens), batch_size)]
 
 
 def main(argv):
   del argv
+  distributed.initialize_from_flags()
   spec = logit_cache.CacheSpec(mode=FLAGS.mode, k=FLAGS.k,
                                temperature=FLAGS.temperature,
                                value_dtype=FLAGS.value_dtype, seed=FLAGS.seed)
@@ -269,9 +277,9 @@ def main(argv):
                    init_seed=FLAGS.init_seed,
                    records_per_shard=FLAGS.records_per_shard,
                    source=FLAGS.tokens)
-  print(json.dumps({k: metadata[k] for k in
-                    ('num_sequences', 'num_tokens', 'num_bytes',
-                     'bytes_per_token')}))
+  if jax.process_index() == 0:
+    print(json.dumps({k: metadata[k] for k in
+                      ('num_sequences', 'num_tokens', 'num_bytes', 'bytes_per_token')}))
 
 
 if __name__ == '__main__':

@@ -68,40 +68,60 @@ def test_runlocal_trains_and_evaluates(teacher_gguf, tmp_path):
     assert json.load(f)['eval'] == results['eval']
 
 
-def test_sigterm_then_resume_equals_uninterrupted(teacher_gguf, tmp_path):
-  steps = 60
-  config = _config(teacher_gguf, **{'train.num_steps': steps})
-  straight = str(tmp_path / 'straight')
-  train_lib.run(config, straight)
+RESUME_STEPS, CHECKPOINT_EVERY = 60, 4
 
+
+@pytest.fixture(scope='module')
+def straight(teacher_gguf, tmp_path_factory):
+  """``(config, final state)`` of the uninterrupted run the resume tests compare with."""
+  config = _config(teacher_gguf, **{'train.num_steps': RESUME_STEPS,
+                                    'train.checkpoint_every_steps': CHECKPOINT_EVERY})
+  workdir = str(tmp_path_factory.mktemp('straight') / 'run')
+  train_lib.run(config, workdir)
+  return config, _params(workdir, config)
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL], ids=['sigterm', 'sigkill'])
+def test_interrupt_then_resume_equals_uninterrupted(straight, teacher_gguf, tmp_path, sig):
+  """The real command, interrupted after step 6 (not a checkpoint step): SIGTERM
+  saves at the next step and exits 0; SIGKILL loses the steps after the last
+  checkpoint. Rerunning ends with the very state of the uninterrupted run."""
+  config, expected = straight
   resumed = str(tmp_path / 'resumed')
   process = subprocess.Popen(
       [sys.executable, '-m', 'distill_jax.main',
        f'--config={CONFIG}:runlocal,teacher={teacher_gguf}',
-       f'--config.train.num_steps={steps}', f'--workdir={resumed}'],
+       f'--config.train.num_steps={RESUME_STEPS}',
+       f'--config.train.checkpoint_every_steps={CHECKPOINT_EVERY}', f'--workdir={resumed}'],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   watchdog = threading.Timer(300, process.kill)
   watchdog.start()
   lines = []
   for line in process.stdout:
     lines.append(line)
-    if '] step 2/' in line:
-      process.send_signal(signal.SIGTERM)
+    if '] step 6/' in line:
+      process.send_signal(sig)
   watchdog.cancel()
   output = ''.join(lines)
-  assert process.wait() == 0, output
-  assert 'SIGTERM received: saved the checkpoint at step' in output, output
   stopped = checkpoint.latest_step(resumed)
-  assert 2 <= stopped < steps
-  with open(os.path.join(resumed, 'results.json')) as f:
-    assert json.load(f)['preempted']
+  if sig == signal.SIGTERM:
+    assert process.wait() == 0, output
+    assert 'SIGTERM received: saved the checkpoint at step' in output, output
+    with open(os.path.join(resumed, 'results.json')) as f:
+      assert json.load(f)['preempted']
+    assert 6 <= stopped < RESUME_STEPS
+  else:
+    assert process.wait() == -signal.SIGKILL, output
+    assert not os.path.exists(os.path.join(resumed, 'results.json'))
+    assert stopped is None or stopped < RESUME_STEPS
 
   train_lib.run(config, resumed)
-  a, b = _params(straight, config), _params(resumed, config)
-  assert int(b.step) == steps
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  rows = [json.loads(line)['step'] for line in open(os.path.join(resumed, 'metrics.jsonl'))]
-  assert rows == sorted(rows)  # rows logged after the checkpoint were dropped, then redone
+  state = _params(resumed, config)
+  assert int(state.step) == RESUME_STEPS
+  jax.tree.map(np.testing.assert_array_equal, expected, state)  # every leaf, bit for bit
+  rows = [json.loads(line)['step'] for line in open(os.path.join(resumed, 'metrics.jsonl'))
+          if 'train/loss' in line]
+  assert rows == list(range(1, RESUME_STEPS + 1))  # rows past the checkpoint dropped, redone
 
 
 def test_nan_policy(teacher_gguf, tmp_path):
@@ -124,6 +144,8 @@ def test_nan_policy(teacher_gguf, tmp_path):
     (',seqkd_name=x', {}, ValueError, 'data.data_dir and data.seqkd_name'),
     ('', {'data.augment.flip': True}, ValueError, 'does not read data.augment.flip'),
     ('', {'student.kwargs.num_layerz': 2}, ValueError, 'student.kwargs'),
+    ('', {'data.source': 'shakespeare'}, ValueError,
+     "data.source \\(renamed: now 'data.name'\\)"),
 ])
 def test_bad_config(teacher_gguf, tmp_path, extra, overrides, error, match):
   config = _config(teacher_gguf, extra)

@@ -2,6 +2,9 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +23,8 @@ from distill_jax.llm.sampling import SamplingParams
 from distill_jax.methods.token_skew_kl import skew_kl
 from tests.llm.conftest import random_variables, tiny_config, write_gguf
 
-CONFIG = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'llm', 'smollm2.py')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, 'configs', 'llm', 'smollm2.py')
 
 NAMES = ['token_kl', 'token_reverse_kl', 'token_jsd', 'token_tv', 'token_skew_kl',
          'token_hidden']
@@ -127,3 +131,39 @@ def test_on_policy_run_on_a_seqkd_dataset(tmp_path):
   assert len(on_policy) == 4 and 0 < sum(on_policy) < 4  # both kinds of batch happened
   assert results['steps'] == 4 and np.isfinite(results['eval']['perplexity'])
   assert 0 <= results['eval']['agreement'] <= 1
+
+
+def _seqkd_command(teacher, prompts, data_dir, name, process_id=None, port=None):
+  command = [sys.executable, '-m', 'distill_jax.llm.seqkd', f'--teacher={teacher}',
+             f'--prompts={prompts}', f'--data_dir={data_dir}', f'--name={name}',
+             '--max_new_tokens=4', '--temperature=1.0', '--batch_size=2', '--seed=3']
+  if process_id is not None:
+    command += [f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
+                f'--process_id={process_id}']
+  return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def test_seqkd_generation_on_two_processes_equals_one(tmp_path):
+  """``python -m distill_jax.llm.seqkd`` on 2 processes: each samples its block of
+  the prompts; process 0 writes the data set, equal to the 1-process one."""
+  config = tiny_config()
+  teacher = str(tmp_path / 'teacher.gguf')
+  write_gguf(teacher, config, random_variables(config, seed=2))
+  prompts = tmp_path / 'prompts.txt'
+  prompts.write_text('\n'.join(['the heath', 'a theater', 'the tea', 'at the', 'heathen',
+                                'thaw']) + '\n')
+  one = _seqkd_command(teacher, prompts, tmp_path / 'data', 'one')
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  two = [_seqkd_command(teacher, prompts, tmp_path / 'data', 'two', i, port) for i in range(2)]
+  outputs = [p.communicate(timeout=120)[0] for p in [one, *two]]
+  assert all(p.returncode == 0 for p in [one, *two]), outputs
+  pairs = {}
+  for name in ('one', 'two'):
+    source, provenance = seqkd.load_dataset(str(tmp_path / 'data'), name)
+    assert len(source) == 6 and provenance['num_examples'] == 6
+    pairs[name] = {tuple(source[i]['prompt']): source[i]['response'].tolist()
+                   for i in range(6)}
+  assert pairs['one'] == pairs['two']

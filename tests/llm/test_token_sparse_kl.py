@@ -5,6 +5,11 @@ text file, the cache is read back as LM examples, and a tiny student trains
 on them with no teacher forward (through the one trainer).
 """
 
+import os
+import socket
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,7 +27,8 @@ from distill_jax.tools import cache_teacher_logits
 from tests.llm.conftest import random_variables, tiny_config, write_gguf
 
 WINDOW, K = 12, 16
-CONFIG = 'configs/llm/smollm2.py'
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, 'configs', 'llm', 'smollm2.py')
 
 
 @pytest.fixture(scope='module')
@@ -87,6 +93,37 @@ def test_cache_to_two_training_steps(cache_dir, teacher_gguf):
     losses_seen.append(float(metrics['loss']))
   assert int(state.step) == 2
   assert losses_seen[1] < losses_seen[0]
+
+
+def test_two_process_cache_equals_one_process(cache_dir, teacher_gguf, tmp_path):
+  """The real command on 2 processes: each runs the teacher over its block of the
+  windows and writes its own shards; process 0 writes the metadata; the cache
+  holds the very sequences and targets of the 1-process cache, in its order."""
+  path, text_file = teacher_gguf
+  out = str(tmp_path / 'two')
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'distill_jax.tools.cache_teacher_logits', f'--llama={path}',
+       f'--text={text_file}', f'--window={WINDOW}', '--num_windows=8', f'--k={K}',
+       '--batch_size=4', '--seed=0', f'--out={out}', f'--coordinator=127.0.0.1:{port}',
+       '--num_processes=2', f'--process_id={i}'],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=120)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outputs
+  assert '"num_sequences": 8' in outputs[0] and 'num_sequences' not in outputs[1]
+  one, two = logit_cache.LogitCache(cache_dir), logit_cache.LogitCache(out)
+  assert two.metadata['shards'] == ['logits-p000-00000.array_record',
+                                    'logits-p001-00000.array_record']
+  assert two.metadata['provenance']['processes'] == 2
+  assert sorted(os.listdir(out)) == sorted(two.metadata['shards'] + ['metadata.json'])
+  for key in ('num_sequences', 'num_tokens', 'seq_len'):
+    assert one.metadata[key] == two.metadata[key]
+  a, b = one.get(np.arange(8)), two.get(np.arange(8))
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_cache_of_another_tokenizer_is_refused(cache_dir, teacher_gguf):
