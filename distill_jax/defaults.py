@@ -15,13 +15,24 @@ language-model defaults (a Llama student, AdamW, the LM sharding rules).
 """
 
 import difflib
+from typing import Any
 
 import ml_collections
 
 FREE_FORM = ('student.kwargs', 'teacher.kwargs', 'method')
 TASKS = ('classification', 'language_model')
 
-# The keys only one task reads (a prefix ending in '.' covers a whole section).
+# The keys only one task / one scheme reads (a prefix ending in '.' covers a
+# whole section); setting one in a run of another is an error (check_owned_keys).
+SCHEME_KEYS = {
+    'offline': (),
+    'multi_teacher': ('scheme.teachers', 'scheme.combine', 'scheme.weights',
+                      'scheme.combine_temperature', 'scheme.teacher_resolutions',
+                      'scheme.feature_teacher'),
+    'dml': ('scheme.peers',),
+    'deep_to_shallow': ('scheme.exits', 'scheme.feature_weight'),
+    'born_again': ('scheme.generations', 'scheme.first_generation'),
+}
 TASK_KEYS = {
     'classification': ('data.train_split', 'data.eval_split', 'data.augment.',
                        'data.mixing.', 'teacher.workdir', 'teacher.model', 'teacher.kwargs',
@@ -253,31 +264,54 @@ def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.Conf
         f'\nThe valid keys are listed, with their meaning, in {where}.')
 
 
-def _value(config: ml_collections.ConfigDict, path: str):
+def _value(config: ml_collections.ConfigDict, path: str, default: Any = None) -> Any:
+  """The value at ``path`` in comparable form (``default`` where it is missing)."""
   for key in path.split('.'):
+    if key not in config:
+      return default
     config = config[key]
-  # (ConfigDict equality also compares the lock state; compare the contents.)
-  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+  return _plain(config)
 
 
-def check_task_keys(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming every key of the other task set in ``config``."""
-  reference = default_config(config.task)
-  paths = _leaf_paths(reference, FREE_FORM)
-  foreign = [path for other, prefixes in TASK_KEYS.items() if other != config.task
-             for path in paths if any(path == p or (p.endswith('.') and path.startswith(p))
-                                      for p in prefixes)
-             and _value(config, path) != _value(reference, path)]
+def _plain(value: Any) -> Any:
+  """ConfigDicts as dicts (their equality also compares the lock state), lists as
+  tuples (a config read back from config.json holds lists)."""
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _owned(path: str, prefixes: tuple[str, ...]) -> bool:
+  return any(path == p or (p.endswith('.') and path.startswith(p)) for p in prefixes)
+
+
+def check_owned_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+                     owners: dict[str, tuple[str, ...]], chosen: str, what: str) -> None:
+  """Raises ValueError naming every key owned by another of ``owners`` (``TASK_KEYS``,
+  ``SCHEME_KEYS``) than ``chosen`` that ``config`` sets to a value other than
+  ``reference``'s."""
+  foreign = [path for path in _leaf_paths(reference, FREE_FORM)
+             if any(_owned(path, prefixes) for other, prefixes in owners.items()
+                    if other != chosen) and not _owned(path, owners[chosen])
+             and _value(config, path, _value(reference, path)) != _value(reference, path)]
   if foreign:
     raise ValueError(
-        f'config.task={config.task!r} does not read {", ".join(foreign)} (keys of the '
-        f'other task); remove them or set config.task. distill_jax/defaults.py lists '
-        'which task reads which key.')
+        f'{", ".join(foreign)} set, but {what} {chosen!r} does not read '
+        f'{"it" if len(foreign) == 1 else "them"} (it reads: '
+        f'{", ".join(owners[chosen]) or "none of these keys"}); remove '
+        f'{"it" if len(foreign) == 1 else "them"} or choose another {what}. '
+        'distill_jax/defaults.py lists which keys each reads.')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming every key of ``config`` that the defaults lack,
   and every key of the other task that is set."""
   task = config.get('task', 'classification')
-  check_keys(config, default_config(task), FREE_FORM, 'distill_jax/defaults.py')
-  check_task_keys(config)
+  reference = default_config(task)
+  check_keys(config, reference, FREE_FORM, 'distill_jax/defaults.py')
+  check_owned_keys(config, reference, TASK_KEYS, task, 'config.task')
+  scheme = config.get('scheme', reference.scheme).get('name', 'offline')
+  if scheme in SCHEME_KEYS:  # (An unknown scheme is named by schemes.get.)
+    check_owned_keys(config, reference, SCHEME_KEYS, scheme, 'scheme')

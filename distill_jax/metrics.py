@@ -26,14 +26,17 @@ def add_sums(total: dict[str, Any] | None, sums: dict[str, jax.Array]) -> dict[s
   return sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
 
 
-def eval_summary(sums: dict[str, Any]) -> dict[str, float]:
+def eval_summary(sums: dict[str, Any], count_name: str = 'examples') -> dict[str, float]:
   """Eval sums -> accuracies, errors, cross-entropies per model (+ teacher figures).
 
-  ``sums`` holds ``count`` and, per evaluated model with name prefix ``p``
-  (``''`` = the student, ``teacher_``, ``peer1_``, ``ensemble_`` ...):
-  ``{p}correct`` -> ``{p}accuracy`` and ``{p}errors``; ``{p}correct_top5`` ->
-  ``{p}top5_accuracy``; ``{p}ce`` -> ``{p}cross_entropy``. ``kl`` becomes
-  ``kl_teacher_student``; other sums (``agreement``) are divided by ``count``.
+  The one eval summary of every task. ``sums`` holds ``count`` (examples, or
+  tokens for language models: ``count_name``) and, per evaluated model with
+  name prefix ``p`` (``''`` = the student, ``teacher_``, ``peer1_``,
+  ``ensemble_`` ...): ``{p}correct`` -> ``{p}accuracy`` and ``{p}errors``;
+  ``{p}correct_top5`` -> ``{p}top5_accuracy``; ``{p}ce`` ->
+  ``{p}cross_entropy``; ``{p}nll`` (next-token) -> ``{p}nll`` and
+  ``{p}perplexity``. ``kl`` becomes ``kl_teacher_student``; other sums
+  (``agreement``) are divided by ``count``.
   """
   sums = {k: float(v) for k, v in jax.device_get(sums).items()}
   count = sums.pop('count')
@@ -48,11 +51,14 @@ def eval_summary(sums: dict[str, Any]) -> dict[str, float]:
       summary[prefix + 'errors'] = int(round(count - value))
     elif key.endswith('ce'):
       summary[key.removesuffix('ce') + 'cross_entropy'] = value / count
+    elif key.endswith('nll'):
+      summary[key] = value / count
+      summary[key.removesuffix('nll') + 'perplexity'] = float(np.exp(value / count))
     elif key == 'kl':
       summary['kl_teacher_student'] = value / count
     else:
       summary[key] = value / count
-  summary['examples'] = int(count)
+  summary[count_name] = int(count)
   return summary
 
 

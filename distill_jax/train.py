@@ -151,36 +151,6 @@ def restore_or_init(workdir: str, config: ml_collections.ConfigDict, abstract_st
   return manager, state, start_step
 
 
-class _Preempted(Exception):
-  """A generation of a born-again chain was preempted (the chain stops there)."""
-
-  def __init__(self, results: dict[str, Any]):
-    super().__init__(results['workdir'])
-    self.results = results
-
-
-def _run_chain(config: ml_collections.ConfigDict, workdir: str, devices) -> dict[str, Any]:
-  """``schemes.born_again.run_chain``, stopped (not continued) by a preempted generation."""
-  def run_generation(generation_config, generation_workdir):
-    results = run(generation_config, generation_workdir, devices=devices)
-    if results.get('preempted'):
-      raise _Preempted(results)
-    return results
-
-  try:
-    return schemes.born_again.run_chain(
-        config, workdir, run=run_generation,
-        build=functools.partial(build, devices=devices),
-        evaluate_with=classification.evaluate_with)
-  except _Preempted as e:
-    results = {'preempted': True, 'step': e.results['step'],
-               'generation_workdir': e.results['workdir'], 'workdir': workdir}
-    if jax.process_index() == 0:
-      with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
-        json.dump(results, f, indent=2)
-    return results
-
-
 def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
   """Trains ``config``'s student in ``workdir`` (resuming if it has checkpoints).
 
@@ -198,7 +168,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
     if config.scheme.name == 'born_again':
       defaults.validate(config)
       check_nan_policy(config)
-      return _run_chain(config, workdir, devices)
+      return schemes.born_again.run_chain(
+          config, workdir, run=functools.partial(run, devices=devices),
+          build=functools.partial(build, devices=devices),
+          evaluate_with=classification.evaluate_with)
     exp = build(config, devices)
     compiled = exp.compiled
     num_params = compiled.num_params

@@ -200,7 +200,7 @@ def write_table(results):
   for run in runs.values():
     arg = run['command_arg'].split(',seqkd_data_dir')[0].split(',logit_cache_dir')[0]
     lines.append(f'| {run["label"]} | `{arg}` | {run["perplexity"]:.1f} | '
-                 f'{run["agreement"]:.3f} | {run["kl"]:.3f} | {run["minutes"]:.1f} |')
+                 f'{run["agreement"]:.3f} | {run["kl_teacher_student"]:.3f} | {run["minutes"]:.1f} |')
   generation = results.get('seqkd_generation')
   if generation:
     lines += ['', f'Sequence-level KD data: the teacher answered {generation["prompts"]} '

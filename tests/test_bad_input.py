@@ -40,7 +40,7 @@ CASES = {
                               "'token_kl' is a language_model method but config.task is "
                               "'classification': choose one of the classification methods"),
     'language-model key': ({'on_policy.lam': 0.5}, ValueError,
-                           "config.task='classification' does not read on_policy.lam"),
+                           "on_policy.lam set, but config.task 'classification' does not read it"),
     'teacher run missing': ({'method.name': 'kd', 'teacher.workdir': '/nonexistent/teacher'},
                             FileNotFoundError, "No config.json in '/nonexistent/teacher'"),
 }

@@ -47,6 +47,8 @@ from distill_jax.losses import sparse_targets
 FORMAT_VERSION = 1
 METADATA = 'metadata.json'
 MODES = ('top_k', 'sampled')
+# The cached targets of every LM batch read from a cache (CachedExamples).
+TARGET_KEYS = ('target_ids', 'target_logprobs', 'tail_logprob')
 VALUE_DTYPES = ('uint8', 'uint16', 'float16')
 
 
@@ -231,6 +233,16 @@ def write_cache(out_dir: str,
   if os.listdir(out_dir):
     raise ValueError(f'write_cache: {out_dir} is not empty; write a cache into '
                      'a new directory.')
+  if batches:  # Checked on every process, before any waits for the others.
+    tokens = np.asarray(batches[0])
+    if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+      raise ValueError(f'write_cache: batches must be integer tokens [B, T]; '
+                       f'batch 0 is {tokens.dtype} {tokens.shape}.')
+    vocab = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(tokens.shape, jnp.int32)).shape[-1]
+    if vocab != tokenizer.vocab_size:
+      raise ValueError(
+          f'write_cache: the teacher outputs {vocab} classes but the tokenizer '
+          f'has vocab_size {tokenizer.vocab_size}: they must be the same model family.')
   distributed.barrier('logit cache: out_dir checked')  # Before any process writes.
   process, processes = jax.process_index(), jax.process_count()
   prefix = 'logits-' if processes == 1 else f'logits-p{process:03d}-'
@@ -244,15 +256,7 @@ def write_cache(out_dir: str,
     if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
       raise ValueError(f'write_cache: batches must be integer tokens [B, T]; '
                        f'batch {index} is {tokens.dtype} {tokens.shape}.')
-    if part['seq_len'] is None:
-      vocab = jax.eval_shape(logits_fn,
-                             jax.ShapeDtypeStruct(tokens.shape, jnp.int32)).shape[-1]
-      if vocab != tokenizer.vocab_size:
-        raise ValueError(
-            f'write_cache: the teacher outputs {vocab} classes but the tokenizer '
-            f'has vocab_size {tokenizer.vocab_size}: they must be the same model '
-            'family.')
-      part['seq_len'] = tokens.shape[1]
+    part['seq_len'] = tokens.shape[1]
     out = jax.device_get(step(jnp.asarray(tokens, jnp.int32), jax.random.fold_in(rng, index)))
     values = quantize(out['logprobs'], spec)
     for row in range(tokens.shape[0]):
@@ -410,5 +414,4 @@ class CachedExamples:
     ones = np.ones(tokens.shape, bool)
     return {'prompt': tokens[:, :p], 'prompt_mask': ones[:, :p],
             'response': tokens[:, p:], 'response_mask': ones[:, p:],
-            **{key: item[key][:, :-1] for key in
-               ('target_ids', 'target_logprobs', 'tail_logprob')}}
+            **{key: item[key][:, :-1] for key in TARGET_KEYS}}

@@ -139,11 +139,10 @@ def write_dataset(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence
                                file_format='array_record')
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=staging))
-    directory = builder.data_dir
-    with open(os.path.join(directory, PROVENANCE_FILE), 'w') as f:
+    with open(os.path.join(builder.data_dir, PROVENANCE_FILE), 'w') as f:
       json.dump(provenance, f, indent=1)
-  distributed.barrier('seqkd: data set written')
-  return directory
+  distributed.barrier('seqkd: data set written')  # (A failure on process 0 stops the job.)
+  return _builder_class()(data_dir=directory, file_format='array_record').data_dir
 
 
 def load_dataset(data_dir: str, name: str):

@@ -24,10 +24,10 @@ import dataclasses
 from typing import ClassVar
 
 from distill_jax import losses
+from distill_jax.data.logit_cache import TARGET_KEYS
 from distill_jax.methods import token_base
 from distill_jax.registry import register
 
-TARGET_KEYS = ('target_ids', 'target_logprobs', 'tail_logprob')
 
 
 @register('methods', 'token_sparse_kl')

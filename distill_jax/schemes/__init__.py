@@ -17,7 +17,6 @@ the ``schemes`` namespace (``born_again`` registers its chain runner).
 
 import ml_collections
 
-from distill_jax import defaults
 from distill_jax import registry
 from distill_jax.schemes import born_again
 from distill_jax.schemes import combiners
@@ -28,35 +27,15 @@ from distill_jax.schemes import offline
 from distill_jax.schemes.base import Context
 from distill_jax.schemes.teachers import build_model
 
-# The config.scheme keys each scheme reads (besides ``name``).
-SCHEME_KEYS = {
-    'offline': (),
-    'multi_teacher': ('teachers', 'combine', 'weights', 'combine_temperature',
-                      'teacher_resolutions', 'feature_teacher'),
-    'dml': ('peers',),
-    'deep_to_shallow': ('exits', 'feature_weight'),
-    'born_again': ('generations', 'first_generation'),
-}
-
-
 def get(config: ml_collections.ConfigDict):
-  """The registered ``build`` of ``config.scheme.name``.
+  """The registered ``build`` of ``config.scheme.name`` (the keys each scheme
+  reads are ``defaults.SCHEME_KEYS``, checked by ``defaults.validate``).
 
   Raises:
-    ValueError: an unknown scheme, or a ``config.scheme`` key of another
-      scheme set to a non-default value (it would be silently ignored).
+    ValueError: an unknown scheme.
   """
-  name = config.scheme.name
-  build = registry.get('schemes', name)
-  default = defaults.default_config().scheme
-  ignored = [key for key, value in config.scheme.items()
-             if key != 'name' and key not in SCHEME_KEYS[name] and value != default[key]]
-  if ignored:
-    raise ValueError(
-        f'config.scheme.{", config.scheme.".join(ignored)} set, but scheme {name!r} does '
-        f'not use it (it reads: {", ".join(SCHEME_KEYS[name]) or "no scheme keys"}).')
-  return build
+  return registry.get('schemes', config.scheme.name)
 
 
-__all__ = ['Context', 'SCHEME_KEYS', 'born_again', 'build_model', 'combiners',
+__all__ = ['Context', 'born_again', 'build_model', 'combiners',
            'deep_to_shallow', 'dml', 'get', 'multi_teacher', 'offline']

@@ -10,7 +10,7 @@ generation and the ensemble of the distilled generations (probability
 average), and writes ``<workdir>/results.json``::
 
     {"generations": [{"generation": 0, "workdir": ..., "accuracy": ...}, ...],
-     "test": {"gen0_accuracy": ..., "ensemble_accuracy": ..., ...},
+     "eval": {"gen0_accuracy": ..., "ensemble_accuracy": ..., ...},
      "steps": <steps a generation>, "wall_time_s": ..., "workdir": ...}
 """
 
@@ -99,7 +99,12 @@ def run_chain(config: ml_collections.ConfigDict, workdir: str, *,
     config: the chain's config (``scheme.name == 'born_again'``).
     workdir: the chain's folder (its parent must exist).
     run, build, evaluate_with: ``train.run``, ``train.build`` and
-      ``train.evaluate_with`` (passed in: ``train`` imports the schemes).
+      ``tasks.classification.evaluate_with`` (passed in: they import the schemes).
+
+  Returns:
+    The chain's results (also in ``workdir/results.json``), or ``{'preempted':
+    True, 'step', 'generation_workdir', 'workdir'}`` when a generation was
+    preempted (the chain stops there; rerunning resumes it).
   """
   check_chain(config)
   generations = config.scheme.generations
@@ -110,10 +115,12 @@ def run_chain(config: ml_collections.ConfigDict, workdir: str, *,
     build(generation_config(config, 0, ''))   # Config errors before any folder is made.
   start_time = time.time()
   os.makedirs(workdir, exist_ok=True)
-  if not first:
-    run(generation_config(config, 0, ''), gen_dirs[0])
-  for k in range(1, generations + 1):
-    last = run(generation_config(config, k, gen_dirs[k - 1]), gen_dirs[k])
+  for k in range(0 if not first else 1, generations + 1):
+    last = run(generation_config(config, k, gen_dirs[k - 1] if k else ''), gen_dirs[k])
+    if last.get('preempted'):
+      return _write_results(workdir, {'preempted': True, 'step': last['step'],
+                                      'generation_workdir': gen_dirs[k],
+                                      'workdir': os.path.abspath(workdir)})
 
   exp = build(generation_config(config, 1, gen_dirs[0]))
   loaded = [teachers.load_trained(
@@ -140,6 +147,10 @@ def run_chain(config: ml_collections.ConfigDict, workdir: str, *,
                       for k, d in enumerate(gen_dirs)],
       'eval': summary, 'steps': last['steps'], 'wall_time_s': time.time() - start_time,
       'workdir': os.path.abspath(workdir)}
+  return _write_results(workdir, results)
+
+
+def _write_results(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=2)

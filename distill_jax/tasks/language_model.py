@@ -29,6 +29,7 @@ import optax
 
 from distill_jax import compile as compile_lib
 from distill_jax import methods
+from distill_jax import metrics as metrics_lib
 from distill_jax import optim
 from distill_jax import sharding
 from distill_jax import state as state_lib
@@ -45,7 +46,6 @@ from distill_jax.methods.base import Method
 from distill_jax.tasks import base
 
 DATA_SOURCES = ('shakespeare', 'seqkd', 'logit_cache')
-TARGET_KEYS = ('target_ids', 'target_logprobs', 'tail_logprob')
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -78,6 +78,10 @@ def check(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'{key}={config[section][name]} must be >= 1.')
   if not 0.0 <= config.on_policy.lam <= 1.0:
     raise ValueError(f'on_policy.lam={config.on_policy.lam} must be in [0, 1].')
+  if config.optim.warmup_epochs:
+    raise ValueError(f'optim.warmup_epochs={config.optim.warmup_epochs}: language-model runs '
+                     'count in steps; set optim.warmup_steps (an epoch is a pass over the '
+                     'training windows, thousands of steps).')
 
 
 def student_config(config: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
@@ -97,7 +101,7 @@ def lm_batch(batch: base.Batch) -> base.Batch:
   """``text.make_lm_batch`` of an example batch, with any cached targets kept."""
   joined = text.make_lm_batch(batch['prompt'], batch['prompt_mask'], batch['response'],
                               batch['response_mask'], xp=jnp)
-  return {**joined, **{k: batch[k] for k in TARGET_KEYS if k in batch}}
+  return {**joined, **{k: batch[k] for k in logit_cache.TARGET_KEYS if k in batch}}
 
 
 def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
@@ -121,12 +125,21 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
   batch = lm_batch(batch)
   teacher_out = (None if teacher is None else
                  jax.lax.stop_gradient(_forward(teacher, teacher_variables, batch)))
+  # Token methods average over this batch's distilled tokens. Inside shard_map
+  # each shard's mean is weighted by its share of the tokens, so that the mean
+  # over shards is the mean over all tokens (shards hold different counts with
+  # padded or EOS-stopped responses); 1 under jit.
+  weight = 1.0
+  if batch_axes:
+    count = jnp.sum(batch['loss_mask'])
+    weight = count / jnp.maximum(jax.lax.pmean(count, batch_axes), 1e-9)
 
   def loss_fn(trainable):
     out = _forward(student, {'params': trainable['student']}, batch)
     loss, metrics, method_state = method.loss_with_state(
         out, teacher_out, batch, trainable['aux'], state.step, state.method_state)
-    return loss, (state.model_state, method_state, metrics)
+    metrics = {k: v * weight for k, v in metrics.items()}
+    return loss * weight, (state.model_state, method_state, metrics)
 
   return steps.update(state, loss_fn, optimizer=optimizer, schedule=schedule,
                       batch_axes=batch_axes, reduce_in_order=reduce_in_order)
@@ -136,7 +149,8 @@ def eval_step(state: state_lib.DistillState, teacher_variables: Any, batch: base
               student: Llama, teacher: Llama | None) -> dict[str, jax.Array]:
   """Sums over the real (``mask``) examples' response tokens: ``count``, ``nll``,
   and with a teacher ``teacher_nll``, ``agreement`` (same argmax) and ``kl``
-  (KL(t || s), T=1)."""
+  (KL(t || s), T=1) (``metrics.eval_summary`` turns them into means and
+  perplexities)."""
   joined = lm_batch(batch)
   mask = joined['loss_mask'] * batch['mask'][:, None].astype(jnp.float32)
   logits = _forward(student, state.student_variables, joined)[0]
@@ -149,18 +163,6 @@ def eval_step(state: state_lib.DistillState, teacher_variables: Any, batch: base
     sums.update(teacher_nll=jnp.sum(mask * t_nll), agreement=jnp.sum(mask * same),
                 kl=jnp.sum(mask * kl_divergence(logits, t_logits)))
   return sums
-
-
-def eval_summary(sums: dict[str, Any]) -> dict[str, float]:
-  """Perplexity, next-token agreement and KL from summed eval metrics."""
-  sums = {k: float(v) for k, v in jax.device_get(sums).items()}
-  count = sums['count']
-  out = {'tokens': int(count), 'nll': sums['nll'] / count,
-         'perplexity': float(np.exp(sums['nll'] / count))}
-  if 'teacher_nll' in sums:
-    out.update(teacher_perplexity=float(np.exp(sums['teacher_nll'] / count)),
-               agreement=sums['agreement'] / count, kl=sums['kl'] / count)
-  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,15 +181,16 @@ class OnPolicy:
   pad_id: int
   seed: int = 0
 
-  def prepare(self, student: Llama, batch_sharding: Any, state: Any, batch: base.Batch,
+  def prepare(self, student: Llama, place: Any, state: Any, batch: base.Batch,
               step: int) -> tuple[base.Batch, dict[str, float]]:
-    """``batch`` with the student's samples as responses (probability ``lam``)."""
-    generated = bool(np.random.default_rng([self.seed, step]).random() < self.lam)
+    """``batch`` of loop step ``step`` (1-based) with the student's samples as
+    responses (probability ``lam``), placed in the batch sharding by ``place``."""
+    draw = step - 1
+    generated = bool(np.random.default_rng([self.seed, draw]).random() < self.lam)
     if generated:
       out = generate(student, state.student_variables, batch['prompt'], batch['prompt_mask'],
-                     jax.random.PRNGKey(self.seed + step), self.sampling, eos_id=self.eos_id,
-                     pad_id=self.pad_id)
-      place = jax.jit(lambda x: x, out_shardings=batch_sharding)
+                     jax.random.fold_in(jax.random.PRNGKey(self.seed), draw), self.sampling,
+                     eos_id=self.eos_id, pad_id=self.pad_id)
       batch = {**batch, 'response': place(out.tokens), 'response_mask': place(out.mask)}
     return batch, {'on_policy': float(generated)}
 
@@ -217,7 +220,7 @@ def _sources(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> tuple[A
   return text.ArrayExamples(examples), eval_source
 
 
-def abstract_batch(source: Any, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+def batch_shapes(source: Any, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
   """The global train batch's shapes: ``source.get`` rows, ``batch_size`` of them, + index."""
   row = {**source.get(np.zeros((1,), np.int64)), 'index': np.zeros((1,), np.int32)}
   return {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in row.items()}
@@ -226,7 +229,10 @@ def abstract_batch(source: Any, batch_size: int) -> dict[str, jax.ShapeDtypeStru
 def load_teacher(config: ml_collections.ConfigDict, mesh: Any
                  ) -> tuple[str, Llama, dict[str, Any]]:
   """``(path, model, variables)`` of ``teacher.pretrained``, read into its shardings."""
-  path = weights.resolve_pretrained(config.teacher.pretrained)
+  try:
+    path = weights.resolve_pretrained(config.teacher.pretrained)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f'teacher.pretrained: {e}') from e
   model_config = weights.pretrained_config(path)
   rules = config.sharding.teacher_rules or config.sharding.rules
   dtype = jnp.dtype(config.teacher.dtype)
@@ -250,7 +256,7 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
     method: a token-level method; the train step runs the teacher only when
       ``method.needs_teacher``.
     schedule: step -> learning rate (``optim.make_schedule``).
-    abstract_batch: the global example batch's shapes (``abstract_batch``).
+    abstract_batch: the global example batch's shapes (``batch_shapes``).
     num_train: training examples (sizes per-example method state).
     teacher_name: names the teacher in error messages.
   """
@@ -301,7 +307,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
                                  total_steps=total)
   compiled = compile_lm(config, mesh, student=student, teacher=teacher,
                         teacher_variables=teacher_variables, method=method, schedule=schedule,
-                        abstract_batch=abstract_batch(train_source, size),
+                        abstract_batch=batch_shapes(train_source, size),
                         num_train=num_train, teacher_name=path)
 
   on_policy = None
@@ -321,9 +327,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
     local_batches = pipeline.eval_batches_of(
         eval_source, global_batch_size=config.train.eval_batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
-    return eval_summary(base.sum_over(local_batches, compiled.batch_sharding, lambda batch:
-                                      compiled.eval_fn(state, compiled.teacher_variables,
-                                                       batch)))
+    return metrics_lib.eval_summary(base.sum_over(
+        local_batches, compiled.batch_sharding,
+        lambda batch: compiled.eval_fn(state, compiled.teacher_variables, batch)),
+        count_name='tokens')
 
   def progress(scalars: dict[str, float]) -> str:
     line = (f'loss {scalars["loss"]:.4f} ce {scalars["ce"]:.4f} '
@@ -340,5 +347,5 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       steps_per_epoch=steps_per_epoch, total_steps=total, description=description,
       train_batches=train_batches, evaluate=evaluate, progress=progress,
       items_per_step=(size * (length - 1), 'tokens'),
-      prepare=(functools.partial(on_policy.prepare, student, compiled.batch_sharding)
-               if on_policy else None))
+      prepare=(functools.partial(on_policy.prepare, student, jax.jit(
+          lambda x: x, out_shardings=compiled.batch_sharding)) if on_policy else None))

@@ -120,7 +120,7 @@ def teacher_logits_fn(model_name: str, model_kwargs: dict[str, Any], *,
     variables = nn.unbox(model.init(jax.random.key(init_seed), sample))
   else:
     boxed = jax.eval_shape(model.init, jax.random.key(0), sample)
-    replicated = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    replicated = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
         nn.unbox(boxed))

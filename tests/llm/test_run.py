@@ -142,7 +142,8 @@ def test_nan_policy(teacher_gguf, tmp_path):
     (',method=kd', {}, ValueError, "'kd' is a classification method but config.task is "
      "'language_model'"),
     (',seqkd_name=x', {}, ValueError, 'data.data_dir and data.seqkd_name'),
-    ('', {'data.augment.flip': True}, ValueError, 'does not read data.augment.flip'),
+    ('', {'data.augment.flip': True}, ValueError,
+     "data.augment.flip set, but config.task 'language_model'"),
     ('', {'student.kwargs.num_layerz': 2}, ValueError, 'student.kwargs'),
     ('', {'data.source': 'shakespeare'}, ValueError,
      "data.source \\(renamed: now 'data.name'\\)"),
@@ -187,3 +188,24 @@ def test_logit_cache_source_trains_token_sparse_kl(teacher_gguf, tmp_path):
   with pytest.raises(ValueError, match='sequences of 12 tokens'):
     train_lib.build(_config(teacher_gguf, f',method=token_sparse_kl,logit_cache_dir={cache}',
                          **{'data.response_len': 4}))
+
+
+def test_shard_map_mode_equals_jit_with_uneven_token_counts(teacher_gguf):
+  """Responses of different lengths put different token counts on the 8 shards;
+  each shard's mean is weighted by its tokens, so shard_map computes the global
+  token mean as jit does (same loss, metrics and update)."""
+  outcomes = []
+  for mode in ('auto', 'shard_map'):
+    exp = train_lib.build(_config(teacher_gguf, ',method=token_jsd', **{'sharding.mode': mode}))
+    local = next(exp.train_batches(0))
+    lengths = np.arange(1, 9) % local['response'].shape[1]   # 1..7, 0 tokens
+    local['response_mask'] = np.arange(local['response'].shape[1]) < lengths[:, None]
+    batch = train_lib.global_batch(local, exp.compiled.batch_sharding)
+    state = exp.compiled.init_fn(jax.random.PRNGKey(0))
+    state, metrics = exp.compiled.train_fn(state, exp.compiled.teacher_variables, batch)
+    outcomes.append(jax.device_get((state.params, metrics)))
+  (auto_params, auto_metrics), (map_params, map_metrics) = outcomes
+  for key in ('loss', 'ce', 'divergence', 'grad_norm'):
+    np.testing.assert_allclose(map_metrics[key], auto_metrics[key], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               map_params, auto_params)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import pytest
 
@@ -64,3 +65,27 @@ def test_generation_without_checkpoint(small_config, data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match='has no checkpoint'):
     train.run(_ban(small_config, data_dir, **{'scheme.first_generation': str(tmp_path / 'empty')}),
               str(tmp_path / 'chain'))
+
+
+def test_a_preempted_generation_stops_the_chain_and_the_rerun_resumes(
+    small_config, data_dir, tmp_path, monkeypatch):
+  """SIGTERM while generation 1 starts: the chain stops there (gen2 never starts),
+  its results.json says so, and rerunning finishes the chain."""
+  original, builds = train.build, []
+
+  def build_then_sigterm(config, *args, **kwargs):
+    exp = original(config, *args, **kwargs)
+    builds.append(config.seed)
+    if config.seed == 1 and builds.count(1) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # Handled: the notice is set, nothing dies.
+    return exp
+  monkeypatch.setattr(train, 'build', build_then_sigterm)
+  chain = str(tmp_path / 'chain')
+  results = train.run(_ban(small_config, data_dir), chain)
+  assert results['preempted'] is True
+  assert results['generation_workdir'] == os.path.join(chain, 'gen1')
+  assert json.load(open(os.path.join(chain, 'results.json')))['preempted'] is True
+  assert not os.path.exists(os.path.join(chain, 'gen2'))
+  monkeypatch.setattr(train, 'build', original)
+  results = train.run(_ban(small_config, data_dir), chain)
+  assert 'preempted' not in results and 'gen2_accuracy' in results['eval']
