@@ -106,7 +106,7 @@ def compile_steps(config: ml_collections.ConfigDict, mesh: Any, *,
   abstract_teachers = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), teacher_variables)
   executable = train_fn.lower(abstract_state, abstract_teachers, abstract_batch).compile()
-  eval_fn = jax.jit(eval_step, out_shardings=replicated)
+  eval_fn = jit_replicated(eval_step, mesh)
   init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=state_shardings)
   memory = {
       'state': sharding.bytes_per_device(abstract_state),
@@ -117,6 +117,16 @@ def compile_steps(config: ml_collections.ConfigDict, mesh: Any, *,
       **step_memory(executable)}
   return Compiled(teacher_variables, abstract_state, init_fn, executable, eval_fn,
                   sum(x.size for x in params), memory, batch_sharding)
+
+
+def jit_replicated(fn: Callable[..., Any], mesh: Any) -> Callable[..., Any]:
+  """``fn`` jitted with replicated outputs on ``mesh`` (eval sums every host reads)."""
+  return jax.jit(fn, out_shardings=sharding.replicated(mesh))
+
+
+def placer(target: Any) -> Callable[[jax.Array], jax.Array]:
+  """Puts (global) arrays into the sharding ``target``, on one or several hosts."""
+  return jax.jit(lambda x: x, out_shardings=target)
 
 
 def _distill_states(state: Any) -> list[Any]:

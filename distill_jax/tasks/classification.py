@@ -49,16 +49,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
   data_dir = config.data.data_dir or None
   spec = data.dataset_spec(config.data.name)
   num_train = data.num_examples(config.data.name, config.data.train_split, data_dir)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  sharding.check_batch_size('train.batch_size', config.train.batch_size, mesh)
-  sharding.check_batch_size('train.eval_batch_size', config.train.eval_batch_size, mesh)
-  steps_per_epoch = num_train // config.train.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'train.batch_size={config.train.batch_size} is larger than the '
-                     f'{num_train} training examples of {config.data.name}.')
-  total = base.total_steps(config, steps_per_epoch)
-  schedule = optim.make_schedule(config.optim, steps_per_epoch=steps_per_epoch,
-                                 total_steps=total)
+  mesh = base.make_mesh(config, devices)
+  steps_per_epoch, total, schedule = base.schedule_steps(config, num_train, config.data.name)
   size = config.train.batch_size
   context = schemes.Context(
       config=config, mesh=mesh, spec=spec, num_train=num_train,

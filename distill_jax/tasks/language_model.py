@@ -31,7 +31,6 @@ from distill_jax import compile as compile_lib
 from distill_jax import methods
 from distill_jax import metrics as metrics_lib
 from distill_jax import optim
-from distill_jax import sharding
 from distill_jax import state as state_lib
 from distill_jax import steps
 from distill_jax.data import logit_cache
@@ -283,9 +282,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
   method = methods.from_config(config.method)
   base.check_method_task(config, method)
   compile_lib.check_sharding_mode(config)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  sharding.check_batch_size('train.batch_size', config.train.batch_size, mesh)
-  sharding.check_batch_size('train.eval_batch_size', config.train.eval_batch_size, mesh)
+  mesh = base.make_mesh(config, devices)
   path, teacher, teacher_variables = load_teacher(config, mesh)
   tokenizer = load_tokenizer(path)
   student = Llama(student_config(config, teacher.config.vocab_size),
@@ -296,15 +293,9 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       raise ValueError(f'data.prompt_len + data.response_len = {length} tokens exceed the '
                        f'{name} context ({model_config.max_seq_len}).')
   train_source, eval_source = _sources(config, tokenizer)
-  size = config.train.batch_size
-  num_train = len(train_source)
-  steps_per_epoch = num_train // size
-  if steps_per_epoch == 0:
-    raise ValueError(f'train.batch_size={size} is larger than the {num_train} training '
-                     f'examples of data.name={config.data.name!r}.')
-  total = base.total_steps(config, steps_per_epoch)
-  schedule = optim.make_schedule(config.optim, steps_per_epoch=steps_per_epoch,
-                                 total_steps=total)
+  size, num_train = config.train.batch_size, len(train_source)
+  steps_per_epoch, total, schedule = base.schedule_steps(
+      config, num_train, f'data.name={config.data.name!r}')
   compiled = compile_lm(config, mesh, student=student, teacher=teacher,
                         teacher_variables=teacher_variables, method=method, schedule=schedule,
                         abstract_batch=batch_shapes(train_source, size),
@@ -347,5 +338,6 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       steps_per_epoch=steps_per_epoch, total_steps=total, description=description,
       train_batches=train_batches, evaluate=evaluate, progress=progress,
       items_per_step=(size * (length - 1), 'tokens'),
-      prepare=(functools.partial(on_policy.prepare, student, jax.jit(
-          lambda x: x, out_shardings=compiled.batch_sharding)) if on_policy else None))
+      prepare=(functools.partial(on_policy.prepare, student,
+                                 compile_lib.placer(compiled.batch_sharding))
+               if on_policy else None))

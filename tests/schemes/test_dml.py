@@ -18,9 +18,7 @@ def _dml(small_config, data_dir, **overrides):
 
 
 def _first_batch(exp):
-  config = exp.config
-  batches = exp.train_batches(0)
-  return train.global_batch(next(batches), exp.compiled.batch_sharding)
+  return train.global_batch(next(exp.train_batches(0)), exp.compiled.batch_sharding)
 
 
 def test_gradients_reach_every_peer_and_never_pass_through_a_target(small_config, data_dir):
