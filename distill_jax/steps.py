@@ -226,6 +226,18 @@ def ensemble_log_probs(logits: list[jax.Array]) -> jax.Array:
   return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(logits))
 
 
+def ensemble_sums(named_logits: dict[str, jax.Array], batch: Batch) -> dict[str, jax.Array]:
+  """``count``, each model's ``classification_sums`` under its prefix (the dict's
+  keys: ``''``, ``peer1_``, ``gen2_`` ...) and those of their ``ensemble_``
+  (``ensemble_log_probs``); logits ``[B, K]``."""
+  sums = {'count': batch['mask'].astype(jnp.float32).sum()}
+  for prefix, logits in named_logits.items():
+    sums.update(classification_sums(logits, batch, prefix=prefix))
+  sums.update(classification_sums(ensemble_log_probs(list(named_logits.values())), batch,
+                                  prefix='ensemble_'))
+  return sums
+
+
 def eval_step(state: DistillState, teacher_variables: Any, batch: Batch, *,
               student: nn.Module, teacher_fn: TeacherFn | None, mean, std
               ) -> dict[str, jax.Array]:

@@ -21,7 +21,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from distill_jax import compile as compile_lib
@@ -80,13 +79,9 @@ def ensemble_eval_step(variables: tuple[Any, ...], batch: steps.Batch, *, module
                        first: int) -> dict[str, jax.Array]:
   """Sums ``gen<k>_...`` per generation (k from ``first``) and ``ensemble_`` over them all."""
   images = steps.eval_images(batch, mean=mean, std=std)
-  logits = [m.apply(v, images, train=False)[0] for m, v in zip(modules, variables)]
-  sums = {'count': batch['mask'].astype(jnp.float32).sum()}
-  for k, gen_logits in enumerate(logits, start=first):
-    sums.update(steps.classification_sums(gen_logits, batch, prefix=f'gen{k}_'))
-  sums.update(steps.classification_sums(steps.ensemble_log_probs(logits), batch,
-                                        prefix='ensemble_'))
-  return sums
+  return steps.ensemble_sums({f'gen{k}_': m.apply(v, images, train=False)[0]
+                             for k, (m, v) in enumerate(zip(modules, variables), start=first)},
+                            batch)
 
 
 def run_chain(config: ml_collections.ConfigDict, workdir: str, *,

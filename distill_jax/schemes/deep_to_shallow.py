@@ -132,16 +132,9 @@ def eval_step(state: state_lib.DistillState, teacher_variables: Any, batch: step
   del teacher_variables
   images = steps.eval_images(batch, mean=mean, std=std)
   logits, features = student.apply(state.student_variables, images, train=False)
-  sums = {'count': batch['mask'].astype(jnp.float32).sum(),
-          **steps.classification_sums(logits, batch)}
-  all_logits = [logits]
-  for name, head in heads.items():
-    head_logits = head.apply({'params': state.aux_params['heads'][name]}, features[name])[0]
-    sums.update(steps.classification_sums(head_logits, batch, prefix=f'exit_{name}_'))
-    all_logits.append(head_logits)
-  sums.update(steps.classification_sums(steps.ensemble_log_probs(all_logits), batch,
-                                        prefix='ensemble_'))
-  return sums
+  return steps.ensemble_sums({'': logits, **{
+      f'exit_{name}_': head.apply({'params': state.aux_params['heads'][name]},
+                                  features[name])[0] for name, head in heads.items()}}, batch)
 
 
 def exit_heads(context: base.Context) -> dict[str, ExitHead]:

@@ -113,15 +113,9 @@ def eval_step(state: state_lib.PeersState, teacher_variables: Any, batch: steps.
   """Sums for peer 0 (no prefix), ``peer<i>_`` and the ``ensemble_``."""
   del teacher_variables
   images = steps.eval_images(batch, mean=mean, std=std)
-  logits = [peer.apply(p.student_variables, images, train=False)[0]
-            for peer, p in zip(peers, state.peers)]
-  sums = {'count': batch['mask'].astype(jnp.float32).sum(),
-          **steps.classification_sums(logits[0], batch)}
-  for i, peer_logits in enumerate(logits[1:], start=1):
-    sums.update(steps.classification_sums(peer_logits, batch, prefix=f'peer{i}_'))
-  sums.update(steps.classification_sums(steps.ensemble_log_probs(logits), batch,
-                                        prefix='ensemble_'))
-  return sums
+  return steps.ensemble_sums(
+      {f'peer{i}_' if i else '': peer.apply(p.student_variables, images, train=False)[0]
+       for i, (peer, p) in enumerate(zip(peers, state.peers))}, batch)
 
 
 def peer_models(context: base.Context) -> tuple[nn.Module, ...]:
