@@ -297,6 +297,7 @@ def lm_step(shapes: LMShapes = LMShapes(), *, dtype: str = 'float32',
   config.optim.update(name='adamw', learning_rate=learning_rate, weight_decay=0.0,
                       schedule='constant', warmup_steps=0, grad_clip_norm=0.0)
   mesh = sharding.make_mesh(config.mesh)
+  teacher_variables = jax.device_put(teacher_variables, sharding.replicated(mesh))
   arrays = shapes.batch_arrays()
   with compile_events() as events:
     compiled = language_model.compile_lm(

@@ -277,6 +277,7 @@ def lm_suite(*, shapes, dtype: str, warmup: int, rounds: int, torch_compile: boo
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import jax_side  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+  from distill_jax.data import text  # pylint: disable=g-import-not-at-top
   _log(f'lm: building distill_jax ({dtype}) {shapes}')
   ours = jax_side.lm_step(shapes, dtype=dtype)
   steps = {'distill_jax': ours.step}
@@ -289,7 +290,9 @@ def lm_suite(*, shapes, dtype: str, warmup: int, rounds: int, torch_compile: boo
   if why:
     skipped = {name: {'skipped': why} for name in names}
   else:
-    batch = shapes.batch_arrays()
+    examples = shapes.batch_arrays()  # The same tokens and masks as ours.
+    batch = text.make_lm_batch(examples['prompt'], examples['prompt_mask'],
+                               examples['response'], examples['response_mask'])
     inputs = torch.tensor(batch['inputs'], dtype=torch.long, device=device)
     loss_mask = torch.tensor(batch['loss_mask'], dtype=torch.float32, device=device)
     for name in names:
