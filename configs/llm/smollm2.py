@@ -30,8 +30,8 @@ Arguments:
                teacher=<file.gguf>).
 
 Expected (the defaults, 160 steps of 8; experiments/results/smollm2_distill.md):
-held-out perplexity 218 with token_kl (agreement with the teacher 0.32), 230 with
-token_ce from scratch; the teacher's is 60. About 10 minutes per row on 2 CPU cores.
+held-out perplexity 227 with token_kl (agreement with the teacher 0.32), 236 with
+token_ce from scratch; the teacher's is 60. About 2-7 minutes per row on 2 CPU cores.
 """
 
 from distill_jax import config_args
