@@ -37,7 +37,8 @@ and never materialize more than ``[chunk_size, V]`` logits of either model:
 * **Implementations.** ``implementation='xla'`` runs the chunk math as plain
   ``jnp``; ``'pallas'`` runs it as Pallas kernels blocked over the vocabulary
   (``distill_jax.losses.pallas_kl``; interpret mode on CPU, for tests).
-  ``None`` picks Pallas on GPU/TPU and XLA on CPU. The matmuls are XLA's in
+  ``None`` is XLA on every backend: Pallas is opt-in until it has run on an
+  accelerator (it has only run in interpret mode). The matmuls are XLA's in
   both; the per-block math of both is ``distill_jax.losses.vocab_blocks``.
 
 Conventions are ``distill_jax.losses.logits``'s (``kl_divergence`` etc.): one
@@ -366,7 +367,7 @@ def _check_host_number(fn: str, name: str, value: Any, *, low: float,
 
 def _resolve_implementation(fn: str, implementation: str | None) -> str:
   if implementation is None:
-    return 'xla' if jax.default_backend() == 'cpu' else 'pallas'
+    return 'xla'  # Pallas is opt-in (module docstring).
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'{fn}: implementation must be one of {IMPLEMENTATIONS} '
                      f'or None (automatic); got {implementation!r}.')
@@ -496,8 +497,7 @@ _COMMON_ARGS_DOC = """
       them).
     vocab_axis: mesh axis the heads' ``V`` is split over; set only inside
       ``jax.shard_map`` (``vocab_sharded`` does it for you).
-    implementation: ``'xla'``, ``'pallas'`` or None (Pallas on GPU/TPU, XLA on
-      CPU).
+    implementation: ``'xla'``, ``'pallas'`` (opt-in) or None (XLA).
     row_weights: optional float ``[...]``, the weights the caller will reduce
       the rows with, up to one scalar factor (e.g. the loss mask); default
       all ones (a sum or mean). Speed only: when the cotangent is ``c *

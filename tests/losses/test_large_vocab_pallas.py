@@ -66,3 +66,11 @@ def test_pallas_vocab_without_tile_is_an_error():
   w_t = jnp.tile(w_t, (1, 6))[:, :2100]
   with pytest.raises(ValueError, match='not a multiple of 128'):
     losses.fused_linear_kl(h_s, w_s, h_t, w_t, implementation='pallas')
+
+
+def test_pallas_is_opt_in_on_every_backend(monkeypatch):
+  """Until the Pallas kernels have run on an accelerator, None means XLA, on a GPU too."""
+  from distill_jax.losses import large_vocab  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert large_vocab._resolve_implementation('fused_linear_kl', None) == 'xla'  # pylint: disable=protected-access
+  assert large_vocab._resolve_implementation('fused_linear_kl', 'pallas') == 'pallas'  # pylint: disable=protected-access
