@@ -204,3 +204,33 @@ def test_temp_memory_is_chunk_sized():
   naive = lambda hs, ws, ht, wt: losses.kl_divergence(hs @ ws, ht @ wt)
   assert temp(fused, 2048) < 1.5 * temp(fused, 256)
   assert temp(fused, 2048) * 8 < temp(naive, 2048)
+
+
+def test_default_chunk_size():
+  rows = (1, 12, 64, 100, 1024, 4096, 16384, 10**6)
+  assert [large_vocab.default_chunk_size(n) for n in rows] == [1, 12, 64, 64, 64, 256, 1024, 1024]
+
+
+@pytest.mark.parametrize('hidden', [256, 512])
+def test_default_chunk_needs_a_sixteenth_of_the_naive_temp_memory(hidden):
+  """With default arguments, N=4096 rows and V=131072 (compiled only: XLA's
+  memory_analysis of forward + backward, nothing runs)."""
+  rows, vocab = 4096, 131072
+  shapes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in
+            [(rows, hidden), (hidden, vocab), (rows, hidden), (hidden, vocab)]]
+
+  def temp(fn):
+    step = jax.jit(jax.value_and_grad(lambda *a: fn(*a).mean(), argnums=(0, 1)))
+    return step.lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+  fused = temp(losses.fused_linear_kl)
+  naive = temp(lambda hs, ws, ht, wt: losses.kl_divergence(hs @ ws, ht @ wt))
+  assert fused * 16 <= naive, fused / naive
+
+
+def test_default_chunk_pads_rows_it_does_not_divide():
+  k = jax.random.split(jax.random.PRNGKey(3), 4)
+  h_s, h_t = jax.random.normal(k[0], (100, 8)), jax.random.normal(k[1], (100, 8))
+  w_s, w_t = jax.random.normal(k[2], (8, 40)), jax.random.normal(k[3], (8, 40))
+  assert large_vocab.default_chunk_size(100) == 64
+  np.testing.assert_allclose(losses.fused_linear_kl(h_s, w_s, h_t, w_t),
+                             losses.kl_divergence(h_s @ w_s, h_t @ w_t), rtol=1e-5, atol=1e-6)
