@@ -18,8 +18,9 @@ Logit kernels (``logits.py``), shapes ``[..., V] -> [...]``:
 
 Large-vocabulary kernels (``large_vocab.py``), from hidden states ``[..., D]``
 and heads ``[D, V]`` without materializing ``[N, V]`` logits (chunked
-custom_vjp; vocabulary-sharded with ``vocab_sharded``; Pallas on GPU/TPU,
-``pallas_kl.py``; the block math of both paths in ``vocab_blocks.py``):
+custom_vjp, the chunk sized from the rows; vocabulary-sharded with
+``vocab_sharded``; an opt-in Pallas path, ``pallas_kl.py``; the block math of
+both paths in ``vocab_blocks.py``):
 ``fused_linear_kl``, ``fused_linear_reverse_kl``,
 ``fused_linear_generalized_jsd``, ``fused_linear_cross_entropy``.
 
