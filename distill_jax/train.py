@@ -39,10 +39,16 @@ from distill_jax.tasks.base import global_batch
 RESULTS_FILE = 'results.json'
 
 
-def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
-  """Checks the config and builds its task's models, data, state layout and steps."""
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The checks of every run before anything is built: keys (``defaults.validate``)
+  and ``train.nan_policy``."""
   defaults.validate(config)
   check_nan_policy(config)
+
+
+def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
+  """Checks the config and builds its task's models, data, state layout and steps."""
+  check_config(config)
   return tasks.build(config, devices)
 
 
@@ -166,8 +172,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
   workdir = prepare_workdir(workdir)
   with preemption.watch() as notice:
     if config.scheme.name == 'born_again':
-      defaults.validate(config)
-      check_nan_policy(config)
+      check_config(config)  # (Each generation's own build checks its config too.)
       return schemes.born_again.run_chain(
           config, workdir, run=functools.partial(run, devices=devices),
           build=functools.partial(build, devices=devices),

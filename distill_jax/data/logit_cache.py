@@ -403,7 +403,7 @@ class CachedExamples:
   @property
   def sequence_length(self) -> int:
     """``T``, the tokens of every cached sequence."""
-    return self.cache[0]['tokens'].shape[0]
+    return self.cache.metadata['seq_len']
 
   def __len__(self) -> int:
     return len(self.cache)

@@ -32,8 +32,7 @@ class Experiment:
     config: the run's config.
     mesh: the device mesh.
     compiled: the state layout and compiled steps (``compile.Compiled``).
-    num_train: training examples.
-    steps_per_epoch: updates per pass over them.
+    steps_per_epoch: updates per pass over the training examples.
     total_steps: updates of the whole run.
     description: the start-up line (models, method, data, steps).
     train_batches: ``start_step -> iterator`` of this process's part of every
@@ -50,7 +49,6 @@ class Experiment:
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   compiled: compile_lib.Compiled
-  num_train: int
   steps_per_epoch: int
   total_steps: int
   description: str

@@ -80,7 +80,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
                  f'params), method {config.method.name}; {num_train} training examples, '
                  f'{steps_per_epoch} steps/epoch, {total} steps')
   return base.Experiment(
-      config=config, mesh=mesh, compiled=compiled, num_train=num_train,
-      steps_per_epoch=steps_per_epoch, total_steps=total, description=description,
+      config=config, mesh=mesh, compiled=compiled, steps_per_epoch=steps_per_epoch,
+      total_steps=total, description=description,
       train_batches=train_batches, evaluate=evaluate, progress=progress,
       items_per_step=(size, 'ex'), context=context)

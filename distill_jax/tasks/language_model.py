@@ -334,8 +334,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       f'; {num_train:,} training examples ({config.data.name}), {steps_per_epoch} '
       f'steps/epoch, {total} steps of {size}')
   return base.Experiment(
-      config=config, mesh=mesh, compiled=compiled, num_train=num_train,
-      steps_per_epoch=steps_per_epoch, total_steps=total, description=description,
+      config=config, mesh=mesh, compiled=compiled, steps_per_epoch=steps_per_epoch,
+      total_steps=total, description=description,
       train_batches=train_batches, evaluate=evaluate, progress=progress,
       items_per_step=(size * (length - 1), 'tokens'),
       prepare=(functools.partial(on_policy.prepare, student,
