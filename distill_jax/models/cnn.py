@@ -10,17 +10,15 @@ With the default ``widths=(32, 64, 128)``: 103,466 parameters for 1 input
 channel and 10 classes; 104,042 for 3 channels and 10 classes.
 """
 
-from typing import Any, Sequence
+import functools
+from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distill_jax.models import layers
+from distill_jax.models.layers import Array, Dtype
 from distill_jax.registry import register
-
-Array = jax.Array
-Dtype = Any
 
 
 @register('models', 'cnn')
@@ -58,37 +56,18 @@ class CNN(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: Array, *,
-               train: bool) -> tuple[Array, dict[str, Array]]:
-    """Classifies a batch of images.
-
-    Args:
-      x: float32 ``[B, H, W, C]``, normalized, NHWC.
-      train: batch statistics (and ``batch_stats`` updates) and dropout if
-        True; running averages and no dropout otherwise.
-
-    Returns:
-      ``(logits, features)``: float32 logits ``[B, num_classes]`` and the
-      feature dict described in the class docstring.
-    """
-    layers.check_image_input(x, type(self).__name__)
-    features = {}
-    x = x.astype(self.dtype)
-    x = layers.conv(self.widths[0], 3, dtype=self.dtype, name='stem_conv')(x)
-    x = layers.batch_norm(train=train, dtype=self.dtype, name='stem_bn')(x)
-    x = nn.relu(x)
-    features['stem'] = x
+  def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
+    """``[B, H, W, C]`` -> ``(logits [B, num_classes], features)``; batch
+    statistics (and ``batch_stats`` updates) and dropout if ``train``."""
+    conv_bn = functools.partial(layers.conv_bn, kernel_size=3, train=train, dtype=self.dtype)
+    x = layers.image_input(x, type(self).__name__, self.dtype)
+    x = nn.relu(conv_bn(x, self.widths[0], names=('stem_conv', 'stem_bn')))
+    features = {'stem': x}
     for stage, width in enumerate(self.widths, start=1):
       if stage > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-      x = layers.conv(width, 3, dtype=self.dtype, name=f'stage{stage}_conv')(x)
-      x = layers.batch_norm(train=train, dtype=self.dtype,
-                            name=f'stage{stage}_bn')(x)
-      x = nn.relu(x)
+      x = nn.relu(conv_bn(x, width, names=(f'stage{stage}_conv', f'stage{stage}_bn')))
       features[f'stage{stage}'] = x
-    x = layers.global_avg_pool(x)
-    features['pre_logits'] = x
+    features['pre_logits'] = x = layers.global_avg_pool(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-    logits = layers.classifier(x, self.num_classes, dtype=self.dtype,
-                               name='fc')
-    return logits, features
+    return layers.classifier(x, self.num_classes, dtype=self.dtype), features

@@ -1,4 +1,4 @@
-"""Layer helpers shared by the model families: initializers and sharding names.
+"""Pieces shared by the model families: layers, initializers, sharding names.
 
 Every parameter carries logical axis names (CONTRIBUTING.md rule 3) through
 ``nn.with_logical_partitioning``; the mesh rules that turn them into shardings
@@ -12,7 +12,7 @@ hidden ``Dense`` bias         ``('mlp',)``
 classifier kernel             ``('mlp', 'classes')``
 classifier bias               ``('classes',)``
 conv kernel ``[kh,kw,i,o]``   ``(None, None, 'conv_in', 'conv_out')``
-BatchNorm scale / bias        ``('conv_out',)``
+BN scale / bias, conv bias    ``('conv_out',)``
 ============================  ==========================================
 
 BatchNorm running statistics (``batch_stats``) carry no names (replicated).
@@ -37,6 +37,8 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from distill_jax.registry import register
 
 Array = jax.Array
 Dtype = Any
@@ -75,12 +77,16 @@ def conv(features: int,
          kernel_size: int,
          *,
          strides: int = 1,
+         groups: int = 1,
+         use_bias: bool = False,
          dtype: Dtype = jnp.float32,
          name: Optional[str] = None) -> nn.Conv:
-  """A bias-free square conv with PyTorch padding ``kernel_size // 2``.
+  """A square conv with PyTorch padding ``kernel_size // 2``.
 
   Input ``[B, H, W, C_in]`` -> output ``[B, ceil(H / strides), ..., features]``
-  (for odd ``kernel_size``).
+  (for odd ``kernel_size``). ``groups`` splits the channels into that many
+  groups (``groups=features``: depthwise). Bias-free unless ``use_bias`` (then
+  zero-initialized).
   """
   pad = kernel_size // 2
   return nn.Conv(
@@ -88,11 +94,14 @@ def conv(features: int,
       (kernel_size, kernel_size),
       strides=(strides, strides),
       padding=((pad, pad), (pad, pad)),
-      use_bias=False,
+      feature_group_count=groups,
+      use_bias=use_bias,
       dtype=dtype,
       param_dtype=jnp.float32,
       kernel_init=nn.with_logical_partitioning(kaiming_normal_fan_out,
                                                CONV_KERNEL_AXES),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                             CHANNEL_AXES),
       name=name)
 
 
@@ -160,21 +169,28 @@ def classifier(x: Array,
                num_classes: int,
                *,
                zero_bias: bool = False,
-               dtype: Dtype = jnp.float32,
-               name: str = 'fc') -> Array:
-  """The final linear layer: ``[B, D]`` -> float32 logits ``[B, num_classes]``.
+               dtype: Dtype = jnp.float32) -> Array:
+  """The final linear layer ``'fc'``: ``[B, D]`` -> logits ``[B, num_classes]``.
 
   Computed in ``dtype``, returned in float32 whatever ``dtype`` is.
   """
-  logits = dense(
-      x,
-      num_classes,
-      kernel_axes=CLASSIFIER_KERNEL_AXES,
-      bias_axes=CLASSIFIER_BIAS_AXES,
-      zero_bias=zero_bias,
-      dtype=dtype,
-      name=name)
+  logits = dense(x, num_classes, kernel_axes=CLASSIFIER_KERNEL_AXES,
+                 bias_axes=CLASSIFIER_BIAS_AXES, zero_bias=zero_bias, dtype=dtype, name='fc')
   return logits.astype(jnp.float32)
+
+
+def conv_bn(x: Array, features: int, kernel_size: int, *, names: tuple[str, str], train: bool,
+            strides: int = 1, groups: int = 1, use_bias: bool = False,
+            dtype: Dtype = jnp.float32) -> Array:
+  """:func:`conv` then :func:`batch_norm` applied to ``x``, no activation.
+
+  Must be called from inside a compact method: the two layers become the
+  submodules ``names = (conv_name, bn_name)`` of the calling module.
+  ``[B, H, W, C_in]`` -> ``[B, H / strides, W / strides, features]``.
+  """
+  x = conv(features, kernel_size, strides=strides, groups=groups, use_bias=use_bias,
+           dtype=dtype, name=names[0])(x)
+  return batch_norm(train=train, dtype=dtype, name=names[1])(x)
 
 
 def global_avg_pool(x: Array) -> Array:
@@ -182,9 +198,50 @@ def global_avg_pool(x: Array) -> Array:
   return jnp.mean(x, axis=(1, 2))
 
 
-def check_image_input(x: Array, model: str) -> None:
-  """Raises a clear error unless ``x`` is a rank-4 NHWC batch."""
+def pool_and_classify(x: Array, features: dict[str, Array], num_classes: int, *,
+                      zero_bias: bool = False,
+                      dtype: Dtype = jnp.float32) -> tuple[Array, dict[str, Array]]:
+  """The head of the conv nets: average pool, then the ``'fc'`` classifier.
+
+  Takes the last feature map ``[B, H, W, C]`` and the features so far;
+  returns float32 logits ``[B, num_classes]`` and the features with
+  ``'pre_logits'`` (the pooled ``[B, C]``) added last.
+  """
+  pooled = global_avg_pool(x)
+  logits = classifier(pooled, num_classes, zero_bias=zero_bias, dtype=dtype)
+  return logits, {**features, 'pre_logits': pooled}
+
+
+def image_input(x: Array, model: str, dtype: Dtype) -> Array:
+  """``x`` cast to ``dtype``; a clear error unless it is an NHWC batch.
+
+  ``model`` names the caller in the error; ``x`` must be ``[B, H, W, C]``.
+  """
   if x.ndim != 4:
-    raise ValueError(
-        f'{model} expects images [B, H, W, C] (NHWC), got an input of shape '
-        f'{tuple(x.shape)}.')
+    raise ValueError(f'{model} expects images [B, H, W, C] (NHWC), got an input of shape '
+                     f'{tuple(x.shape)}.')
+  return x.astype(dtype)
+
+
+def check_depth(model: str, depth: int, extra: int, examples: str) -> None:
+  """A clear error unless ``depth = 6n + extra`` with ``n >= 1`` (``examples``: valid ones)."""
+  if depth < 6 + extra or (depth - extra) % 6:
+    raise ValueError(f'{model} depth must be 6n + {extra} with n >= 1 ({examples}, ...); '
+                     f'got depth={depth}.')
+
+
+def register_variant(name: str, model: type[nn.Module], doc: str,
+                     **fixed: Any) -> Callable[..., nn.Module]:
+  """Registers ``name`` in ``models``: ``model`` with the ``fixed`` attributes.
+
+  The returned factory, ``factory(*, num_classes, **kwargs)``, builds
+  ``model(num_classes=num_classes, **fixed, **kwargs)``; ``doc`` is its
+  docstring.
+  """
+
+  def factory(*, num_classes: int, **kwargs) -> nn.Module:
+    return model(num_classes=num_classes, **fixed, **kwargs)
+
+  factory.__name__ = factory.__qualname__ = name
+  factory.__doc__ = doc
+  return register('models', name)(factory)

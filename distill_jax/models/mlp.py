@@ -12,17 +12,14 @@ Parameter counts (784 inputs, 10 classes): teacher 2,395,210; student
 1,276,810.
 """
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distill_jax.models import layers
+from distill_jax.models.layers import Array, Dtype
 from distill_jax.registry import register
-
-Array = jax.Array
-Dtype = Any
 
 
 @register('models', 'mlp')
@@ -56,41 +53,22 @@ class MLP(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, *,
-               train: bool) -> tuple[Array, dict[str, Array]]:
-    """Classifies a batch of inputs.
-
-    Args:
-      x: float32 ``[B, H, W, C]`` images (any ``[B, ...]`` is flattened to
-        ``[B, D_0]``).
-      train: dropout active if True.
-
-    Returns:
-      ``(logits, features)``: float32 logits ``[B, num_classes]`` and the
-      feature dict described in the class docstring.
-    """
+  def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
+    """``[B, ...]`` (flattened to ``[B, D_0]``) -> ``(logits [B, num_classes],
+    features)``; dropout if ``train``."""
     if x.ndim < 2:
-      raise ValueError(
-          'MLP expects a batch [B, ...] of inputs, got shape '
-          f'{tuple(x.shape)}.')
+      raise ValueError(f'MLP expects a batch [B, ...] of inputs, got shape {tuple(x.shape)}.')
     features = {}
     x = x.reshape(x.shape[0], -1).astype(self.dtype)
     pre_logits = x
     x = nn.Dropout(self.input_dropout_rate, name='input_dropout')(
         x, deterministic=not train)
     for i, width in enumerate(self.hidden_sizes, start=1):
-      x = layers.dense(
-          x,
-          width,
-          kernel_axes=layers.DENSE_KERNEL_AXES,
-          bias_axes=layers.DENSE_BIAS_AXES,
-          dtype=self.dtype,
-          name=f'dense{i}')
-      x = nn.relu(x)
+      x = nn.relu(layers.dense(x, width, kernel_axes=layers.DENSE_KERNEL_AXES,
+                               bias_axes=layers.DENSE_BIAS_AXES, dtype=self.dtype,
+                               name=f'dense{i}'))
       features[f'hidden{i}'] = pre_logits = x
       x = nn.Dropout(self.dropout_rate, name=f'dropout{i}')(
           x, deterministic=not train)
     features['pre_logits'] = pre_logits
-    logits = layers.classifier(x, self.num_classes, dtype=self.dtype,
-                               name='fc')
-    return logits, features
+    return layers.classifier(x, self.num_classes, dtype=self.dtype), features

@@ -5,17 +5,16 @@ ImageNet-style bottleneck ResNet-50 with a CIFAR stem: 3x3 conv stride 1 to
 64, 128, 256, 512 (x4 expansion) and strides 1, 2, 2, 2.
 """
 
-from typing import Any, Sequence
+import functools
+from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distill_jax.models import layers
+from distill_jax.models.layers import Array, Dtype
+from distill_jax.models.resnet_cifar import residual_add, resnet_forward
 from distill_jax.registry import register
-
-Array = jax.Array
-Dtype = Any
 
 
 class Bottleneck(nn.Module):
@@ -26,18 +25,11 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, Array]:
-    bn = lambda name: layers.batch_norm(train=train, dtype=self.dtype, name=name)
-    out_channels = 4 * self.planes
-    y = nn.relu(bn('bn1')(layers.conv(self.planes, 1, dtype=self.dtype, name='conv1')(x)))
-    y = nn.relu(bn('bn2')(layers.conv(self.planes, 3, strides=self.strides, dtype=self.dtype,
-                                      name='conv2')(y)))
-    y = bn('bn3')(layers.conv(out_channels, 1, dtype=self.dtype, name='conv3')(y))
-    shortcut = x
-    if self.strides != 1 or x.shape[-1] != out_channels:
-      shortcut = bn('downsample_bn')(layers.conv(out_channels, 1, strides=self.strides,
-                                                 dtype=self.dtype, name='downsample_conv')(x))
-    preact = y + shortcut
-    return nn.relu(preact), preact
+    conv_bn = functools.partial(layers.conv_bn, train=train, dtype=self.dtype)
+    y = nn.relu(conv_bn(x, self.planes, 1, names=('conv1', 'bn1')))
+    y = nn.relu(conv_bn(y, self.planes, 3, names=('conv2', 'bn2'), strides=self.strides))
+    y = conv_bn(y, 4 * self.planes, 1, names=('conv3', 'bn3'))
+    return residual_add(y, x, self.strides, train=train, dtype=self.dtype)
 
 
 @register('models', 'resnet50_cifar')
@@ -61,23 +53,12 @@ class ResNet50CIFAR(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
     """``[B, H, W, C]`` -> ``(logits [B, num_classes], features)``."""
-    layers.check_image_input(x, type(self).__name__)
-    features = {}
-    x = layers.conv(64, 3, dtype=self.dtype, name='conv1')(x.astype(self.dtype))
-    x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, name='bn1')(x))
-    features['stem'] = x
-    for stage, blocks in enumerate(self.num_blocks, start=1):
-      for b in range(blocks):
-        x, preact = Bottleneck(64 * 2**(stage - 1), 2 if stage > 1 and b == 0 else 1,
-                               self.dtype, name=f'layer{stage}_{b}')(x, train=train)
-      features[f'stage{stage}'] = x
-      features[f'stage{stage}_preact'] = preact
-    x = layers.global_avg_pool(x)
-    features['pre_logits'] = x
-    return layers.classifier(x, self.num_classes, dtype=self.dtype), features
+    return resnet_forward(layers.image_input(x, type(self).__name__, self.dtype),
+                          block=Bottleneck, stem_width=64,
+                          widths=[64 * 2**i for i in range(len(self.num_blocks))],
+                          num_blocks=self.num_blocks, num_classes=self.num_classes,
+                          train=train, dtype=self.dtype)
 
 
-@register('models', 'resnet50')
-def resnet50(*, num_classes: int, **kwargs) -> ResNet50CIFAR:
-  """RepDistiller's CIFAR ``ResNet50``. ``kwargs``: ``dtype``."""
-  return ResNet50CIFAR(num_classes=num_classes, **kwargs)
+resnet50 = layers.register_variant('resnet50', ResNet50CIFAR,
+                                   "RepDistiller's CIFAR ``ResNet50``.")

@@ -33,17 +33,61 @@ so that its checkpoints map one to one (conv weights ``OIHW`` -> ``HWIO``,
 linear weights transposed).
 """
 
-from typing import Any, Sequence
+import functools
+from typing import Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distill_jax.models import layers
+from distill_jax.models.layers import Array, Dtype
 from distill_jax.registry import register
 
-Array = jax.Array
-Dtype = Any
+
+def residual_add(y: Array, x: Array, strides: int, *, train: bool,
+                 dtype: Dtype) -> tuple[Array, Array]:
+  """Ends a post-activation ResNet block: ``(ReLU(preact), preact)``.
+
+  ``preact = y + shortcut(x)`` for the residual branch ``y`` ``[B, H/s, W/s,
+  C_out]`` and the block input ``x`` ``[B, H, W, C_in]``. The shortcut is ``x``
+  itself when ``strides == 1`` and ``C_in == C_out``, else a strided 1x1 conv +
+  BN (submodules ``downsample_conv``, ``downsample_bn`` of the calling module).
+  """
+  shortcut = x
+  if strides != 1 or x.shape[-1] != y.shape[-1]:
+    shortcut = layers.conv_bn(x, y.shape[-1], 1, names=('downsample_conv', 'downsample_bn'),
+                              strides=strides, train=train, dtype=dtype)
+  preact = y + shortcut
+  return nn.relu(preact), preact
+
+
+def resnet_forward(x: Array, *, block: Callable[..., nn.Module], stem_width: int,
+                   widths: Sequence[int], num_blocks: Sequence[int], num_classes: int,
+                   train: bool, dtype: Dtype) -> tuple[Array, dict[str, Array]]:
+  """The forward pass of the CIFAR ResNets, called from a compact method.
+
+  A 3x3 stem conv-BN-ReLU (``conv1``, ``bn1``) to ``stem_width``; stage ``s``
+  is ``num_blocks[s - 1]`` blocks ``layer{s}_{b} = block(widths[s - 1],
+  strides, dtype)`` returning ``(out, preact)``, the first block of stages 2..
+  with stride 2; then :func:`layers.pool_and_classify`.
+
+  Args:
+    x: ``[B, H, W, C]`` in ``dtype``.
+
+  Returns:
+    float32 logits ``[B, num_classes]`` and the features ``'stem'``,
+    ``'stage{s}'`` (a stage's output), ``'stage{s}_preact'`` (its last
+    block's ``preact``) and ``'pre_logits'``.
+  """
+  x = nn.relu(layers.conv_bn(x, stem_width, 3, names=('conv1', 'bn1'), train=train,
+                             dtype=dtype))
+  features = {'stem': x}
+  for stage, (width, blocks) in enumerate(zip(widths, num_blocks), start=1):
+    for b in range(blocks):
+      x, preact = block(width, 2 if stage > 1 and b == 0 else 1, dtype,
+                        name=f'layer{stage}_{b}')(x, train=train)
+    features[f'stage{stage}'], features[f'stage{stage}_preact'] = x, preact
+  return layers.pool_and_classify(x, features, num_classes, dtype=dtype)
 
 
 class BasicBlock(nn.Module):
@@ -67,20 +111,11 @@ class BasicBlock(nn.Module):
 
     ``preact`` is the residual sum before the final ReLU, ``out`` after it.
     """
-    residual = x
-    y = layers.conv(self.features, 3, strides=self.strides, dtype=self.dtype,
-                    name='conv1')(x)
-    y = layers.batch_norm(train=train, dtype=self.dtype, name='bn1')(y)
-    y = nn.relu(y)
-    y = layers.conv(self.features, 3, dtype=self.dtype, name='conv2')(y)
-    y = layers.batch_norm(train=train, dtype=self.dtype, name='bn2')(y)
-    if self.strides != 1 or x.shape[-1] != self.features:
-      residual = layers.conv(self.features, 1, strides=self.strides,
-                             dtype=self.dtype, name='downsample_conv')(x)
-      residual = layers.batch_norm(train=train, dtype=self.dtype,
-                                   name='downsample_bn')(residual)
-    preact = y + residual
-    return nn.relu(preact), preact
+    conv_bn = functools.partial(layers.conv_bn, features=self.features, kernel_size=3,
+                                train=train, dtype=self.dtype)
+    y = nn.relu(conv_bn(x, names=('conv1', 'bn1'), strides=self.strides))
+    y = conv_bn(y, names=('conv2', 'bn2'))
+    return residual_add(y, x, self.strides, train=train, dtype=self.dtype)
 
 
 @register('models', 'resnet_cifar')
@@ -110,10 +145,7 @@ class ResNetCIFAR(nn.Module):
   dtype: Dtype = jnp.float32
 
   def __post_init__(self):
-    if self.depth < 8 or (self.depth - 2) % 6:
-      raise ValueError(
-          f'ResNetCIFAR depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, '
-          f'56, 110, ...); got depth={self.depth}.')
+    layers.check_depth('ResNetCIFAR', self.depth, 2, '8, 14, 20, 32, 44, 56, 110')
     if len(self.num_filters) != 4:
       raise ValueError(
           'ResNetCIFAR num_filters must be (stem, stage1, stage2, stage3); '
@@ -121,103 +153,30 @@ class ResNetCIFAR(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: Array, *,
-               train: bool) -> tuple[Array, dict[str, Array]]:
-    """Classifies a batch of images.
-
-    Args:
-      x: float32 ``[B, H, W, C]``, normalized, NHWC (CIFAR: 32x32x3).
-      train: batch statistics (and ``batch_stats`` updates) if True, running
-        averages otherwise.
-
-    Returns:
-      ``(logits, features)``: float32 logits ``[B, num_classes]`` and the
-      feature dict described in the class docstring.
-    """
-    layers.check_image_input(x, type(self).__name__)
-    blocks_per_stage = (self.depth - 2) // 6
-    features = {}
-    x = x.astype(self.dtype)
-    x = layers.conv(self.num_filters[0], 3, dtype=self.dtype, name='conv1')(x)
-    x = layers.batch_norm(train=train, dtype=self.dtype, name='bn1')(x)
-    x = nn.relu(x)
-    features['stem'] = x
-    for stage, width in enumerate(self.num_filters[1:], start=1):
-      for block in range(blocks_per_stage):
-        strides = 2 if stage > 1 and block == 0 else 1
-        x, preact = BasicBlock(width, strides=strides, dtype=self.dtype,
-                               name=f'layer{stage}_{block}')(x, train=train)
-      features[f'stage{stage}'] = x
-      features[f'stage{stage}_preact'] = preact
-    x = layers.global_avg_pool(x)
-    features['pre_logits'] = x
-    logits = layers.classifier(x, self.num_classes, dtype=self.dtype,
-                               name='fc')
-    return logits, features
+  def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
+    """``[B, H, W, C]`` -> ``(logits [B, num_classes], features)``; batch
+    statistics (and ``batch_stats`` updates) if ``train``."""
+    return resnet_forward(layers.image_input(x, type(self).__name__, self.dtype),
+                          block=BasicBlock, stem_width=self.num_filters[0],
+                          widths=self.num_filters[1:], num_blocks=((self.depth - 2) // 6,) * 3,
+                          num_classes=self.num_classes, train=train, dtype=self.dtype)
 
 
 _SMALL = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
 
 
-@register('models', 'resnet8')
-def resnet8(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-8, filters 16-16-32-64 (CRD student). ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=8, num_filters=_SMALL,
-                     **kwargs)
+def _variant(name: str, depth: int, num_filters: Sequence[int], doc: str):
+  """Registers ``ResNetCIFAR(depth=depth, num_filters=num_filters)`` as ``name``."""
+  return layers.register_variant(name, ResNetCIFAR, doc, depth=depth, num_filters=num_filters)
 
 
-@register('models', 'resnet14')
-def resnet14(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-14, filters 16-16-32-64. ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=14, num_filters=_SMALL,
-                     **kwargs)
-
-
-@register('models', 'resnet20')
-def resnet20(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-20, filters 16-16-32-64 (CRD student). ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=20, num_filters=_SMALL,
-                     **kwargs)
-
-
-@register('models', 'resnet32')
-def resnet32(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-32, filters 16-16-32-64 (CRD student). ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=32, num_filters=_SMALL,
-                     **kwargs)
-
-
-@register('models', 'resnet44')
-def resnet44(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-44, filters 16-16-32-64. ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=44, num_filters=_SMALL,
-                     **kwargs)
-
-
-@register('models', 'resnet56')
-def resnet56(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-56, filters 16-16-32-64 (CRD teacher). ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=56, num_filters=_SMALL,
-                     **kwargs)
-
-
-@register('models', 'resnet110')
-def resnet110(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-110, filters 16-16-32-64 (CRD teacher). ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=110, num_filters=_SMALL,
-                     **kwargs)
-
-
-@register('models', 'resnet8x4')
-def resnet8x4(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-8x4, filters 32-64-128-256 (CRD student). ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=8, num_filters=_WIDE,
-                     **kwargs)
-
-
-@register('models', 'resnet32x4')
-def resnet32x4(*, num_classes: int, **kwargs) -> ResNetCIFAR:
-  """ResNet-32x4, filters 32-64-128-256 (CRD teacher). ``kwargs``: ``dtype``."""
-  return ResNetCIFAR(num_classes=num_classes, depth=32, num_filters=_WIDE,
-                     **kwargs)
+resnet8 = _variant('resnet8', 8, _SMALL, 'ResNet-8, filters 16-16-32-64 (CRD student).')
+resnet14 = _variant('resnet14', 14, _SMALL, 'ResNet-14, filters 16-16-32-64.')
+resnet20 = _variant('resnet20', 20, _SMALL, 'ResNet-20, filters 16-16-32-64 (CRD student).')
+resnet32 = _variant('resnet32', 32, _SMALL, 'ResNet-32, filters 16-16-32-64 (CRD student).')
+resnet44 = _variant('resnet44', 44, _SMALL, 'ResNet-44, filters 16-16-32-64.')
+resnet56 = _variant('resnet56', 56, _SMALL, 'ResNet-56, filters 16-16-32-64 (CRD teacher).')
+resnet110 = _variant('resnet110', 110, _SMALL, 'ResNet-110, filters 16-16-32-64 (CRD teacher).')
+resnet8x4 = _variant('resnet8x4', 8, _WIDE, 'ResNet-8x4, filters 32-64-128-256 (CRD student).')
+resnet32x4 = _variant('resnet32x4', 32, _WIDE, 'ResNet-32x4, filters 32-64-128-256 (CRD teacher).')

@@ -7,18 +7,15 @@ bottleneck is grouped 1x1 conv-BN-ReLU, channel shuffle, 3x3 depthwise
 conv-BN-ReLU, grouped 1x1 conv-BN, plus the shortcut, ReLU.
 """
 
-from typing import Any, Sequence
+import functools
+from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distill_jax.models import layers
-from distill_jax.models.mobilenet_v2 import grouped_conv
+from distill_jax.models.layers import Array, Dtype
 from distill_jax.registry import register
-
-Array = jax.Array
-Dtype = Any
 
 
 def channel_shuffle(x: Array, groups: int) -> Array:
@@ -37,14 +34,12 @@ class ShuffleBottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, Array]:
-    bn = lambda name: layers.batch_norm(train=train, dtype=self.dtype, name=name)
+    conv_bn = functools.partial(layers.conv_bn, train=train, dtype=self.dtype)
     mid = self.features // 4
-    y = grouped_conv(mid, 1, groups=self.first_groups, dtype=self.dtype, name='conv1')(x)
-    y = channel_shuffle(nn.relu(bn('bn1')(y)), self.first_groups)
-    y = grouped_conv(mid, 3, groups=mid, strides=self.strides, dtype=self.dtype, name='conv2')(y)
-    y = nn.relu(bn('bn2')(y))
-    y = bn('bn3')(grouped_conv(self.features, 1, groups=self.groups, dtype=self.dtype,
-                               name='conv3')(y))
+    y = nn.relu(conv_bn(x, mid, 1, names=('conv1', 'bn1'), groups=self.first_groups))
+    y = channel_shuffle(y, self.first_groups)
+    y = nn.relu(conv_bn(y, mid, 3, names=('conv2', 'bn2'), strides=self.strides, groups=mid))
+    y = conv_bn(y, self.features, 1, names=('conv3', 'bn3'), groups=self.groups)
     if self.strides == 2:
       shortcut = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
       preact = jnp.concatenate([y, shortcut], -1)
@@ -78,11 +73,10 @@ class ShuffleNetV1(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
     """``[B, H, W, C]`` -> ``(logits [B, num_classes], features)``."""
-    layers.check_image_input(x, type(self).__name__)
-    features = {}
-    x = layers.conv(24, 1, dtype=self.dtype, name='stem_conv')(x.astype(self.dtype))
-    x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, name='stem_bn')(x))
-    features['stem'] = x
+    x = layers.image_input(x, type(self).__name__, self.dtype)
+    x = nn.relu(layers.conv_bn(x, 24, 1, names=('stem_conv', 'stem_bn'), train=train,
+                               dtype=self.dtype))
+    features = {'stem': x}
     for stage, (width, blocks) in enumerate(zip(self.out_channels, self.num_blocks), start=1):
       for b in range(blocks):
         in_channels = x.shape[-1]
@@ -90,8 +84,5 @@ class ShuffleNetV1(nn.Module):
             width - in_channels if b == 0 else width, 2 if b == 0 else 1, self.groups,
             1 if in_channels == 24 else self.groups, self.dtype,
             name=f'stage{stage}_{b}')(x, train=train)
-      features[f'stage{stage}'] = x
-      features[f'stage{stage}_preact'] = preact
-    x = layers.global_avg_pool(x)
-    features['pre_logits'] = x
-    return layers.classifier(x, self.num_classes, dtype=self.dtype), features
+      features[f'stage{stage}'], features[f'stage{stage}_preact'] = x, preact
+    return layers.pool_and_classify(x, features, self.num_classes, dtype=self.dtype)

@@ -7,19 +7,16 @@ in halves, transforms one (1x1 conv-BN-ReLU, 3x3 depthwise conv-BN, 1x1
 conv-BN-ReLU), concatenates and shuffles with 2 groups.
 """
 
-from typing import Any, Sequence
+import functools
+from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distill_jax.models import layers
-from distill_jax.models.mobilenet_v2 import grouped_conv
+from distill_jax.models.layers import Array, Dtype
 from distill_jax.models.shufflenet_v1 import channel_shuffle
 from distill_jax.registry import register
-
-Array = jax.Array
-Dtype = Any
 
 
 class DownBlock(nn.Module):
@@ -29,14 +26,13 @@ class DownBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
-    bn = lambda name: layers.batch_norm(train=train, dtype=self.dtype, name=name)
+    conv_bn = functools.partial(layers.conv_bn, train=train, dtype=self.dtype)
     c, mid = x.shape[-1], self.features // 2
-    left = bn('bn1')(grouped_conv(c, 3, groups=c, strides=2, dtype=self.dtype, name='conv1')(x))
-    left = nn.relu(bn('bn2')(layers.conv(mid, 1, dtype=self.dtype, name='conv2')(left)))
-    right = nn.relu(bn('bn3')(layers.conv(mid, 1, dtype=self.dtype, name='conv3')(x)))
-    right = bn('bn4')(grouped_conv(mid, 3, groups=mid, strides=2, dtype=self.dtype,
-                                   name='conv4')(right))
-    right = nn.relu(bn('bn5')(layers.conv(mid, 1, dtype=self.dtype, name='conv5')(right)))
+    left = conv_bn(x, c, 3, names=('conv1', 'bn1'), strides=2, groups=c)
+    left = nn.relu(conv_bn(left, mid, 1, names=('conv2', 'bn2')))
+    right = nn.relu(conv_bn(x, mid, 1, names=('conv3', 'bn3')))
+    right = conv_bn(right, mid, 3, names=('conv4', 'bn4'), strides=2, groups=mid)
+    right = nn.relu(conv_bn(right, mid, 1, names=('conv5', 'bn5')))
     return channel_shuffle(jnp.concatenate([left, right], -1), 2)
 
 
@@ -46,12 +42,12 @@ class SplitBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, Array]:
-    bn = lambda name: layers.batch_norm(train=train, dtype=self.dtype, name=name)
+    conv_bn = functools.partial(layers.conv_bn, train=train, dtype=self.dtype)
     half = x.shape[-1] // 2
     kept, y = x[..., :half], x[..., half:]
-    y = nn.relu(bn('bn1')(layers.conv(half, 1, dtype=self.dtype, name='conv1')(y)))
-    y = bn('bn2')(grouped_conv(half, 3, groups=half, dtype=self.dtype, name='conv2')(y))
-    y = bn('bn3')(layers.conv(half, 1, dtype=self.dtype, name='conv3')(y))
+    y = nn.relu(conv_bn(y, half, 1, names=('conv1', 'bn1')))
+    y = conv_bn(y, half, 3, names=('conv2', 'bn2'), groups=half)
+    y = conv_bn(y, half, 1, names=('conv3', 'bn3'))
     out = channel_shuffle(jnp.concatenate([kept, nn.relu(y)], -1), 2)
     return out, jnp.concatenate([kept, y], -1)
 
@@ -79,19 +75,14 @@ class ShuffleNetV2(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
     """``[B, H, W, C]`` -> ``(logits [B, num_classes], features)``."""
-    layers.check_image_input(x, type(self).__name__)
-    features = {}
-    x = layers.conv(24, 1, dtype=self.dtype, name='stem_conv')(x.astype(self.dtype))
-    x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, name='stem_bn')(x))
-    features['stem'] = x
+    conv_bn = functools.partial(layers.conv_bn, kernel_size=1, train=train, dtype=self.dtype)
+    x = layers.image_input(x, type(self).__name__, self.dtype)
+    x = nn.relu(conv_bn(x, 24, names=('stem_conv', 'stem_bn')))
+    features = {'stem': x}
     for stage, (width, blocks) in enumerate(zip(self.out_channels, self.num_blocks), start=1):
       x = DownBlock(width, self.dtype, name=f'stage{stage}_down')(x, train=train)
       for b in range(blocks):
         x, preact = SplitBlock(self.dtype, name=f'stage{stage}_{b}')(x, train=train)
-      features[f'stage{stage}'] = x
-      features[f'stage{stage}_preact'] = preact
-    x = layers.conv(self.out_channels[3], 1, dtype=self.dtype, name='head_conv')(x)
-    x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, name='head_bn')(x))
-    x = layers.global_avg_pool(x)
-    features['pre_logits'] = x
-    return layers.classifier(x, self.num_classes, dtype=self.dtype), features
+      features[f'stage{stage}'], features[f'stage{stage}_preact'] = x, preact
+    x = nn.relu(conv_bn(x, self.out_channels[3], names=('head_conv', 'head_bn')))
+    return layers.pool_and_classify(x, features, self.num_classes, dtype=self.dtype)

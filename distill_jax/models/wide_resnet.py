@@ -28,17 +28,12 @@ Submodule names mirror the reference (``conv1``,
 ``block{s}_{b}/{bn1,conv1,bn2,conv2,shortcut_conv}``, ``bn1``, ``fc``).
 """
 
-from typing import Any
-
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distill_jax.models import layers
+from distill_jax.models.layers import Array, Dtype
 from distill_jax.registry import register
-
-Array = jax.Array
-Dtype = Any
 
 
 class PreActBlock(nn.Module):
@@ -65,15 +60,12 @@ class PreActBlock(nn.Module):
     """
     normed = layers.batch_norm(train=train, dtype=self.dtype, name='bn1')(x)
     activated = nn.relu(normed)
+    shortcut = x
     if self.strides != 1 or x.shape[-1] != self.features:
-      shortcut = layers.conv(self.features, 1, strides=self.strides,
-                             dtype=self.dtype, name='shortcut_conv')(activated)
-    else:
-      shortcut = x
-    y = layers.conv(self.features, 3, strides=self.strides, dtype=self.dtype,
-                    name='conv1')(activated)
-    y = layers.batch_norm(train=train, dtype=self.dtype, name='bn2')(y)
-    y = nn.relu(y)
+      shortcut = layers.conv(self.features, 1, strides=self.strides, dtype=self.dtype,
+                             name='shortcut_conv')(activated)
+    y = nn.relu(layers.conv_bn(activated, self.features, 3, names=('conv1', 'bn2'),
+                               strides=self.strides, train=train, dtype=self.dtype))
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     y = layers.conv(self.features, 3, dtype=self.dtype, name='conv2')(y)
     return shortcut + y, normed
@@ -112,42 +104,25 @@ class WideResNet(nn.Module):
   dtype: Dtype = jnp.float32
 
   def __post_init__(self):
-    if self.depth < 10 or (self.depth - 4) % 6:
-      raise ValueError(
-          f'WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40, '
-          f'...); got depth={self.depth}.')
+    layers.check_depth('WideResNet', self.depth, 4, '10, 16, 22, 28, 40')
     if self.widen_factor < 1:
       raise ValueError(
           f'WideResNet widen_factor must be >= 1; got {self.widen_factor}.')
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: Array, *,
-               train: bool) -> tuple[Array, dict[str, Array]]:
-    """Classifies a batch of images.
-
-    Args:
-      x: float32 ``[B, H, W, C]``, normalized, NHWC (CIFAR: 32x32x3).
-      train: batch statistics (and ``batch_stats`` updates) and dropout if
-        True; running averages and no dropout otherwise.
-
-    Returns:
-      ``(logits, features)``: float32 logits ``[B, num_classes]`` and the
-      feature dict described in the class docstring.
-    """
-    layers.check_image_input(x, type(self).__name__)
-    blocks_per_stage = (self.depth - 4) // 6
-    widths = [16 * self.widen_factor * 2**i for i in range(3)]
-    features = {}
-    x = x.astype(self.dtype)
+  def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
+    """``[B, H, W, C]`` -> ``(logits [B, num_classes], features)``; batch
+    statistics (and ``batch_stats`` updates) and dropout if ``train``."""
+    x = layers.image_input(x, type(self).__name__, self.dtype)
     x = layers.conv(16, 3, dtype=self.dtype, name='conv1')(x)
-    features['stem'] = x
+    features = {'stem': x}
+    widths = [16 * self.widen_factor * 2**i for i in range(3)]
     for stage, width in enumerate(widths, start=1):
-      for block in range(blocks_per_stage):
-        strides = 2 if stage > 1 and block == 0 else 1
+      for block in range((self.depth - 4) // 6):
         x, normed = PreActBlock(
             width,
-            strides=strides,
+            strides=2 if stage > 1 and block == 0 else 1,
             dropout_rate=self.dropout_rate,
             dtype=self.dtype,
             name=f'block{stage}_{block}')(x, train=train)
@@ -156,36 +131,15 @@ class WideResNet(nn.Module):
       features[f'stage{stage}'] = x
     x = layers.batch_norm(train=train, dtype=self.dtype, name='bn1')(x)
     features['stage3_preact'] = x
-    x = layers.global_avg_pool(nn.relu(x))
-    features['pre_logits'] = x
-    logits = layers.classifier(x, self.num_classes, zero_bias=True,
-                               dtype=self.dtype, name='fc')
-    return logits, features
+    return layers.pool_and_classify(nn.relu(x), features, self.num_classes, zero_bias=True,
+                                    dtype=self.dtype)
 
 
-@register('models', 'wrn_16_1')
-def wrn_16_1(*, num_classes: int, **kwargs) -> WideResNet:
-  """WRN-16-1 (CRD student). ``kwargs``: ``dropout_rate``, ``dtype``."""
-  return WideResNet(num_classes=num_classes, depth=16, widen_factor=1,
-                    **kwargs)
-
-
-@register('models', 'wrn_16_2')
-def wrn_16_2(*, num_classes: int, **kwargs) -> WideResNet:
-  """WRN-16-2 (CRD student). ``kwargs``: ``dropout_rate``, ``dtype``."""
-  return WideResNet(num_classes=num_classes, depth=16, widen_factor=2,
-                    **kwargs)
-
-
-@register('models', 'wrn_40_1')
-def wrn_40_1(*, num_classes: int, **kwargs) -> WideResNet:
-  """WRN-40-1 (CRD student). ``kwargs``: ``dropout_rate``, ``dtype``."""
-  return WideResNet(num_classes=num_classes, depth=40, widen_factor=1,
-                    **kwargs)
-
-
-@register('models', 'wrn_40_2')
-def wrn_40_2(*, num_classes: int, **kwargs) -> WideResNet:
-  """WRN-40-2 (CRD teacher). ``kwargs``: ``dropout_rate``, ``dtype``."""
-  return WideResNet(num_classes=num_classes, depth=40, widen_factor=2,
-                    **kwargs)
+wrn_16_1 = layers.register_variant('wrn_16_1', WideResNet, 'WRN-16-1 (CRD student).',
+                                   depth=16, widen_factor=1)
+wrn_16_2 = layers.register_variant('wrn_16_2', WideResNet, 'WRN-16-2 (CRD student).',
+                                   depth=16, widen_factor=2)
+wrn_40_1 = layers.register_variant('wrn_40_1', WideResNet, 'WRN-40-1 (CRD student).',
+                                   depth=40, widen_factor=1)
+wrn_40_2 = layers.register_variant('wrn_40_2', WideResNet, 'WRN-40-2 (CRD teacher).',
+                                   depth=40, widen_factor=2)
