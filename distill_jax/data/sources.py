@@ -152,11 +152,10 @@ def _prepared_offline(spec: datasets.DatasetSpec, data_dir: str):
     errors.SourceNotInstalledError: not prepared, and its source is absent.
   """
   name = spec.offline_builder
-  if _exists(data_dir, name):
-    builder = _offline_builder(name, data_dir)
-    if builder.is_prepared():
-      return builder
-  _offline_builder(name, data_dir).check_source()
+  builder = _offline_builder(name, data_dir)
+  if _exists(data_dir, name) and builder.is_prepared():
+    return builder
+  builder.check_source()
   with _file_lock(os.path.join(data_dir, f'.{name}.prepare.lock')):
     builder = _offline_builder(name, data_dir)  # Another process may have prepared it.
     if not (_exists(data_dir, name) and builder.is_prepared()):

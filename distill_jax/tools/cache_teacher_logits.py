@@ -220,7 +220,7 @@ def run(*, out: str, spec: logit_cache.CacheSpec, batch_size: int,
                                  records_per_shard=records_per_shard)
 
 
-# The name experiments/ and benchmarks/ call the Llama path by.
+# The name experiments/, benchmarks/ and tests/llm/ call the Llama path by.
 run_llama = run
 
 

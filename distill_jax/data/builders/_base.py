@@ -36,7 +36,7 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 class ModuleCodePath:
-  """Mixin of tfds builders: ``code_path`` is the file of the class's module."""
+  """Mixin of tfds builders: ``code_path`` is the class's module file (not tfds's, above)."""
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -91,6 +91,6 @@ class LocalSourceBuilder(ModuleCodePath, tfds.core.GeneratorBasedBuilder,
     return {split: self._generate_examples(*arrays)
             for split, arrays in self.split_arrays().items()}
 
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray):  # pylint: disable=arguments-differ
+  def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
     for i, (image, label) in enumerate(zip(images, labels)):
       yield i, {'image': encode_png(image), 'label': int(label)}
