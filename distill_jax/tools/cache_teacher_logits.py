@@ -197,7 +197,7 @@ def run(*, out: str, spec: logit_cache.CacheSpec, batch_size: int,
     llama = weights.resolve_pretrained(llama)
     config, variables = weights.load_pretrained(llama)
     teacher = Llama(config)
-    logits_fn = lambda tokens: teacher.apply(variables, tokens)[0]
+    logits_fn = lambda batch: teacher.apply(variables, batch)[0]
     llama_tokenizer = tokenizer_lib.load_tokenizer(llama)
     tokenizer = logit_cache.tokenizer_info(llama_tokenizer)
     if tokenizer.vocab_size != config.vocab_size:
@@ -242,7 +242,7 @@ def main(argv):
     raise app.UsageError(f'Give --llama=<model>, or {", ".join(missing)} '
                          'for a registered model.')
   metadata = run(
-      out=FLAGS.out, batch_size=FLAGS.batch_size, llama=FLAGS.llama, text=FLAGS.text,
+      out=FLAGS.out, batch_size=FLAGS.batch_size, llama=FLAGS.llama or None, text=FLAGS.text,
       window=FLAGS.window, num_windows=FLAGS.num_windows, seed=FLAGS.seed,
       model=FLAGS.model, model_kwargs=json.loads(FLAGS.model_kwargs),
       teacher_workdir=FLAGS.teacher_workdir, init_seed=FLAGS.init_seed,
