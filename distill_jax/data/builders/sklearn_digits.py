@@ -45,6 +45,9 @@ class SklearnDigits(_base.LocalSourceBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  DESCRIPTION = 'UCI optical digits (8x8, 0..16 scaled to 0..255) from scikit-learn.'
+  HOMEPAGE = 'https://archive.ics.uci.edu/dataset/80'
+  IMAGE_SHAPE = (8, 8, 1)
 
   def check_source(self) -> None:
     if importlib.util.find_spec('sklearn') is None:
@@ -52,21 +55,5 @@ class SklearnDigits(_base.LocalSourceBuilder):
           'The offline source for tfds builder `sklearn_digits` is missing: '
           f'scikit-learn is not installed. Install it with `{INSTALL}`.')
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        description='UCI optical digits (8x8, 0..16 scaled to 0..255) from scikit-learn.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(8, 8, 1)),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://archive.ics.uci.edu/dataset/80',
-    )
-
-  def _local_split_generators(self):
-    return {split: self._generate_examples(*arrays)
-            for split, arrays in load_split_arrays().items()}
-
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {'image': _base.encode_png(image), 'label': int(label)}
+  def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return load_split_arrays()
