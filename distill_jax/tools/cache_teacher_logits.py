@@ -220,9 +220,6 @@ def run(*, out: str, spec: logit_cache.CacheSpec, batch_size: int,
                                  records_per_shard=records_per_shard)
 
 
-# The name experiments/, benchmarks/ and tests/llm/ call the Llama path by.
-run_llama = run
-
 
 def _batches(tokens: np.ndarray, batch_size: int) -> list[np.ndarray]:
   """``[num_sequences, T]`` in batches; a smaller last batch compiles once more."""

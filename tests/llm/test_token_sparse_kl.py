@@ -46,7 +46,7 @@ def teacher_gguf(tmp_path_factory):
 def cache_dir(teacher_gguf, tmp_path_factory):
   path, text = teacher_gguf
   out = str(tmp_path_factory.mktemp('cache') / 'top_k')
-  metadata = cache_teacher_logits.run_llama(
+  metadata = cache_teacher_logits.run(
       llama=path, out=out, spec=logit_cache.CacheSpec(k=K), batch_size=4,
       text=text, window=WINDOW, num_windows=8, seed=0)
   assert metadata['num_sequences'] == 8 and metadata['seq_len'] == WINDOW
@@ -174,6 +174,5 @@ def test_batch_without_targets_is_a_clear_error():
 
 def test_tool_needs_exactly_one_data_source(teacher_gguf, tmp_path):
   with pytest.raises(ValueError, match='exactly one of --text'):
-    cache_teacher_logits.run_llama(llama=teacher_gguf[0], out=str(tmp_path),
-                                   spec=logit_cache.CacheSpec(k=K),
-                                   batch_size=4)
+    cache_teacher_logits.run(llama=teacher_gguf[0], out=str(tmp_path),
+                             spec=logit_cache.CacheSpec(k=K), batch_size=4)
