@@ -273,17 +273,20 @@ def vision_suite(columns: list[str], *, teacher_name: str, student_name: str, ba
 
 def lm_suite(*, shapes, dtype: str, warmup: int, rounds: int, torch_compile: bool,
              probe: PeakProbe, torch_device: str | None = 'cpu') -> dict[str, Any]:
-  """LM token-level KD step: distill_jax vs PyTorch eager (and torch.compile)."""
+  """LM token-level KD step: distill_jax (fused loss, the default, and materialized
+  ``[B, T, V]`` logits) vs PyTorch eager (and torch.compile)."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import jax_side  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
   from distill_jax.data import text  # pylint: disable=g-import-not-at-top
   _log(f'lm: building distill_jax ({dtype}) {shapes}')
-  ours = jax_side.lm_step(shapes, dtype=dtype)
-  steps = {'distill_jax': ours.step}
-  info = {'distill_jax': {'trace_lower_s': ours.trace_lower_s, 'compile_s': ours.compile_s,
-                          'temp_bytes': ours.temp_bytes, 'num_params': ours.num_params,
-                          **ours.info}}
+  built = {name: jax_side.lm_step(shapes, dtype=dtype, lm_logits=lm_logits) for name, lm_logits
+           in (('distill_jax', 'auto'), ('distill_jax_materialized', 'materialized'))}
+  ours = built['distill_jax']
+  steps = {name: b.step for name, b in built.items()}
+  info = {name: {'trace_lower_s': b.trace_lower_s, 'compile_s': b.compile_s,
+                 'temp_bytes': b.temp_bytes, 'num_params': b.num_params, **b.info}
+          for name, b in built.items()}
   device, autocast, why = _torch_setup(torch_device, dtype)
   skipped = {}
   names = ['torch_eager'] + (['torch_compile'] if torch_compile else [])
@@ -383,6 +386,13 @@ def markdown(results: dict[str, Any]) -> str:
   if 'lm' in results:
     lm = results['lm']
     ours = lm['columns']['distill_jax']
+    materialized = lm['columns'].get('distill_jax_materialized')
+    if materialized:
+      lines.append(
+          f'\nlm temp bytes (XLA memory_analysis): fused {ours["temp_bytes"] / 2**20:.0f} MiB, '
+          f'materialized {materialized["temp_bytes"] / 2**20:.0f} MiB '
+          f'({ours["temp_bytes"] / materialized["temp_bytes"]:.3f}); step time fused / '
+          f'materialized {ours["median_s"] / materialized["median_s"]:.3f} (medians).')
     lines.append(
         f'\nlm model FLOPs/step: {lm["flops_per_step"] / 1e9:.1f} G (XLA cost_analysis), '
         f'{lm["analytic_flops_per_step"] / 1e9:.1f} G (analytic matmul count); distill_jax '
@@ -504,7 +514,8 @@ def _define_flags():
                       'e.g. "vocab_size=512,seq_len=32".')
   flags.DEFINE_string('lm_preset', '', 'LM shapes preset: "" (the CPU shapes above) or '
                       'smollm2_135m (SmolLM2-135M teacher -> 4 x 256 student, vocab 49152, '
-                      'batch 16 x 2048; the accelerator check). --lm_shapes applies on top.')
+                      'batch 16 x 2048; the accelerator check), smollm2_kd (the same teacher '
+                      '-> 16 x 384 student, batch 8 x 512). --lm_shapes applies on top.')
   flags.DEFINE_integer('peak_matmul_n', 0, 'Size of the matmul that measures the peak '
                        '(0: 2048 on CPU, 8192 on GPU).')
   flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: PyTorch default, '

@@ -39,7 +39,7 @@ TASK_KEYS = {
                        'teacher.view', 'scheme.'),
     'language_model': ('data.prompt_len', 'data.response_len', 'data.plays',
                        'data.held_out', 'data.eval_windows', 'data.seqkd_name',
-                       'teacher.pretrained', 'on_policy.'),
+                       'teacher.pretrained', 'on_policy.', 'train.lm_logits'),
 }
 
 # Keys of the former separate LM config (distill_jax/llm/config.py) -> their key here.
@@ -172,6 +172,9 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 0  # > 0 overrides checkpoint_every_epochs
   c.train.checkpoint_every_epochs = 1.0
   c.train.keep_checkpoints = 2
+  c.train.lm_logits = 'auto'       # language models: fused (the token loss from hidden states and
+                                   # heads, never [B, T, V]: losses.large_vocab) | materialized |
+                                   # auto (fused for the methods that have a fused form)
   c.train.nan_policy = 'stop'      # NaN/Inf loss or gradient norm: the step never updates the
                                    # state; 'stop' = error naming the step and the last good
                                    # checkpoint (nothing saved after it), 'skip' = go on

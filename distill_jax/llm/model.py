@@ -42,6 +42,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from distill_jax.losses.large_vocab import LinearLogits
+
 Array = jax.Array
 Dtype = Any
 Cache = dict[str, Any]
@@ -64,6 +66,9 @@ class LlamaConfig:
     tie_embeddings: the output projection is the embedding matrix.
     attention_bias: q/k/v projections have biases (Qwen2).
     max_seq_len: the context length (prompt + generated tokens).
+    logit_scale: the logits are multiplied by it (Cohere's ``logit_scale``).
+    logit_softcap: ``c > 0`` caps the logits at ``c tanh(z / c)`` after the
+      scale (Gemma 2's ``final_logit_softcapping``); 0 = none.
   """
   vocab_size: int
   hidden_size: int
@@ -77,6 +82,8 @@ class LlamaConfig:
   tie_embeddings: bool = True
   attention_bias: bool = False
   max_seq_len: int = 2048
+  logit_scale: float = 1.0
+  logit_softcap: float = 0.0
 
   def __post_init__(self):
     if not self.head_dim:
@@ -240,6 +247,30 @@ def init_cache(config: LlamaConfig, batch_size: int, length: int,
   }
 
 
+def _scaled_and_capped(logits: Array, config: LlamaConfig) -> Array:
+  """``logit_scale`` then ``logit_softcap`` of float32 ``logits`` (``LlamaConfig``)."""
+  if config.logit_scale != 1.0:
+    logits = logits * config.logit_scale
+  if config.logit_softcap:
+    logits = config.logit_softcap * jnp.tanh(logits / config.logit_softcap)
+  return logits
+
+
+def linear_logits(model: 'Llama', params: Any, pre_logits: Array,
+                  mesh: Any = None) -> LinearLogits:
+  """The logits of ``model`` as ``LinearLogits`` (never formed): ``pre_logits``
+  ``[B, T, D]`` times ``logit_scale`` and the output head ``[D, V]`` (the
+  embedding's transpose when tied), both in the model's compute dtype, with
+  its soft-cap. Equals the logits ``model.apply`` returns, through the fused
+  losses (``losses.large_vocab``), run over ``mesh`` (``LinearLogits.mesh``)."""
+  c = model.config
+  head = params['embed']['embedding'].T if c.tie_embeddings else params['lm_head']
+  hidden = pre_logits.astype(model.dtype)
+  if c.logit_scale != 1.0:
+    hidden = hidden * jnp.asarray(c.logit_scale, model.dtype)
+  return LinearLogits(hidden, head.astype(model.dtype), c.logit_softcap, mesh)
+
+
 def default_positions(token_mask: Array) -> Array:
   """Positions ``[B, T]`` that count real tokens only (left padding gets 0)."""
   return jnp.maximum(jnp.cumsum(token_mask.astype(jnp.int32), axis=-1) - 1, 0)
@@ -274,7 +305,7 @@ class Llama(nn.Module):
       raise ValueError(f'Llama expects int token ids [B, T]; got {tokens.dtype} '
                        f'{tuple(tokens.shape)}.')
 
-  def _forward(self, tokens, positions, allowed, cache, return_attention):
+  def _forward(self, tokens, positions, allowed, cache, return_attention, return_logits=True):
     c = self.config
     x = self.embed(tokens)
     features = {'embed': x}
@@ -290,15 +321,18 @@ class Llama(nn.Module):
         features[f'attn_{i}'] = probs
     x = self.final_norm(x)
     features['pre_logits'] = x
+    if not return_logits:
+      return None, features, new_layers
     if c.tie_embeddings:
       logits = self.embed.attend(x)
     else:
       logits = jnp.einsum('btd,dv->btv', x, self.lm_head.astype(self.dtype))
-    return logits.astype(jnp.float32), features, new_layers
+    return _scaled_and_capped(logits.astype(jnp.float32), c), features, new_layers
 
   def __call__(self, tokens: Array, *, token_mask: Array | None = None,
                positions: Array | None = None, return_attention: bool = False,
-               train: bool = False) -> tuple[Array, dict[str, Array]]:
+               return_logits: bool = True, train: bool = False
+               ) -> tuple[Array | None, dict[str, Array]]:
     """Full-sequence forward pass (training, scoring).
 
     Args:
@@ -307,6 +341,8 @@ class Llama(nn.Module):
         padded keys are never attended to.
       positions: int ``[B, T]``; default counts the real tokens.
       return_attention: add ``attn_<i>`` ``[B, H, T, T]`` to the features.
+      return_logits: False skips the output head (logits None): the fused
+        losses take ``features['pre_logits']`` and ``linear_logits`` instead.
       train: unused (no dropout); accepted for the trainer's interface.
 
     Returns:
@@ -324,7 +360,8 @@ class Llama(nn.Module):
       positions = default_positions(token_mask)
     causal = jnp.tril(jnp.ones((t, t), jnp.bool_))
     allowed = causal[None] & token_mask[:, None, :]
-    logits, features, _ = self._forward(tokens, positions, allowed, None, return_attention)
+    logits, features, _ = self._forward(tokens, positions, allowed, None, return_attention,
+                                        return_logits)
     return logits, features
 
   def decode(self, tokens: Array, cache: Cache, *, token_mask: Array | None = None,

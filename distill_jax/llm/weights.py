@@ -175,7 +175,9 @@ def gguf_config(reader, path: str = '') -> LlamaConfig:
       rms_norm_eps=float(get('attention.layer_norm_rms_epsilon', 1e-5)),
       tie_embeddings='output.weight' not in names,
       attention_bias='blk.0.attn_q.bias' in names,
-      max_seq_len=int(get('context_length', 2048)))
+      max_seq_len=int(get('context_length', 2048)),
+      logit_scale=float(get('logit_scale', 1.0)),
+      logit_softcap=float(get('final_logit_softcapping', 0.0)))
 
 
 def unpermute_rope_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
@@ -267,7 +269,9 @@ def hf_config(directory: str) -> LlamaConfig:
       rms_norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
       tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
       attention_bias=model_type == 'qwen2' or bool(hf.get('attention_bias')),
-      max_seq_len=hf.get('max_position_embeddings', 2048))
+      max_seq_len=hf.get('max_position_embeddings', 2048),
+      logit_scale=float(hf.get('logit_scale') or 1.0),
+      logit_softcap=float(hf.get('final_logit_softcapping') or 0.0))
 
 
 def _safetensors_files(directory: str) -> list[str]:

@@ -22,7 +22,9 @@ custom_vjp, the chunk sized from the rows; vocabulary-sharded with
 ``vocab_sharded``; an opt-in Pallas path, ``pallas_kl.py``; the block math of
 both paths in ``vocab_blocks.py``):
 ``fused_linear_kl``, ``fused_linear_reverse_kl``,
-``fused_linear_generalized_jsd``, ``fused_linear_cross_entropy``.
+``fused_linear_generalized_jsd``, ``fused_linear_total_variation``,
+``fused_linear_skew_kl``, ``fused_linear_cross_entropy``; logits kept
+as ``LinearLogits`` (hidden, head, soft-cap) for train steps, ``on_linear_logits``.
 
 Sparse targets (``sparse_targets.py``): ``sparse_kl_divergence``
 (``'sparse_kl'``), KL against a top-k / sampled-k teacher-logit cache.
@@ -47,6 +49,8 @@ from distill_jax.losses.logits import soft_cross_entropy
 from distill_jax.losses.logits import total_variation
 from distill_jax.losses.large_vocab import fused_linear_cross_entropy
 from distill_jax.losses.large_vocab import fused_linear_generalized_jsd
+from distill_jax.losses.large_vocab import fused_linear_skew_kl
+from distill_jax.losses.large_vocab import fused_linear_total_variation
 from distill_jax.losses.large_vocab import fused_linear_kl
 from distill_jax.losses.large_vocab import fused_linear_reverse_kl
 from distill_jax.losses.large_vocab import vocab_sharded
@@ -93,6 +97,8 @@ __all__ = [
     'variational_information',
     'fused_linear_cross_entropy',
     'fused_linear_generalized_jsd',
+    'fused_linear_skew_kl',
+    'fused_linear_total_variation',
     'fused_linear_kl',
     'fused_linear_reverse_kl',
     'generalized_jsd',

@@ -34,6 +34,14 @@ and never materialize more than ``[chunk_size, V]`` logits of either model:
   axis (first pass), then the per-class terms are summed locally and
   ``psum``-ed (second pass). Hidden-state gradients are summed over the vocab
   shards by JAX itself (the inputs are ``pcast`` to varying first).
+* **Soft-capping.** ``student_softcap`` / ``teacher_softcap`` cap each
+  model's logits at ``c tanh(z / c)`` before the temperature (Gemma 2's
+  ``final_logit_softcapping``), inside the chunk pass; the student's logit
+  gradient gets the cap's derivative ``1 - tanh**2``.
+* **Train steps.** ``LinearLogits`` is a model's logits as ``(hidden, head,
+  soft-cap)``, what an LM train step hands the token methods instead of
+  ``[B, T, V]`` logits; ``on_linear_logits`` runs a kernel on them
+  (``vocab_sharded`` when they carry a mesh).
 * **Implementations.** ``implementation='xla'`` runs the chunk math as plain
   ``jnp``; ``'pallas'`` runs it as Pallas kernels blocked over the vocabulary
   (``distill_jax.losses.pallas_kl``; interpret mode on CPU, for tests).
@@ -55,6 +63,7 @@ gradients w.r.t. the student's hidden states and head equal those of
 ``losses.kl_divergence(h_s @ W_s, h_t @ W_t, ...)`` to float32 round-off.
 """
 
+import dataclasses
 import functools
 import numbers
 from typing import Any, Callable, NamedTuple, Sequence
@@ -75,9 +84,10 @@ IMPLEMENTATIONS = ('xla', 'pallas')
 
 class _Spec(NamedTuple):
   """Static description of one fused loss (hashable: a ``custom_vjp`` nondiff arg)."""
-  kind: str  # 'kl', 'reverse_kl', 'generalized_jsd' or 'cross_entropy'
-  beta: float  # generalized_jsd only, strictly in (0, 1)
+  kind: str  # a vocab_blocks kind: 'kl', 'generalized_jsd', 'cross_entropy', ...
+  beta: float  # generalized_jsd's beta or the skew KLs' lam, strictly in (0, 1)
   temperature: float
+  softcaps: tuple[float, float]  # (student, teacher) logit soft-caps; 0 = none
   chunk_size: int
   vocab_axis: str | None
   implementation: str  # 'xla' or 'pallas'
@@ -152,10 +162,17 @@ def _combine_lse(parts: tuple[Array, Array],
   return big, jnp.log(jnp.where(total > 0, total, 1.0))
 
 
-def _tempered_logits(h: Array, w: Array, temperature: float,
+def _tempered_logits(h: Array, w: Array, temperature: float, softcap: float,
                      where: Array | None) -> Array:
-  """``dot(h, w) / T`` in float32, masked classes ``-inf``: ``[C, D] x [D, V] -> [C, V]``."""
-  z = jnp.dot(h, w, preferred_element_type=jnp.float32) / temperature
+  """``softcap(dot(h, w)) / T`` in float32, masked classes ``-inf``: ``[C, D] x [D, V] -> [C, V]``.
+
+  ``softcap(z) = cap * tanh(z / cap)`` (Gemma 2's ``final_logit_softcapping``);
+  ``cap = 0`` leaves the logits as they are.
+  """
+  z = jnp.dot(h, w, preferred_element_type=jnp.float32)
+  if softcap:
+    z = softcap * jnp.tanh(z / softcap)
+  z = z / temperature
   return z if where is None else jnp.where(where, z, -jnp.inf)
 
 
@@ -167,14 +184,17 @@ def _col0(spec: _Spec, width: int) -> Array:
 
 
 def _scale(spec: _Spec) -> float:
-  """Value factor ``T**2`` (1 for the cross-entropy); the logit gradient gets ``T``."""
-  return 1.0 if spec.kind == 'cross_entropy' else spec.temperature**2
+  """Value factor ``T**2`` (``T`` for the total variation, 1 for the
+  cross-entropy); the logit gradient gets it divided by ``T``."""
+  if spec.kind == 'cross_entropy':
+    return 1.0
+  return spec.temperature if spec.kind == 'total_variation' else spec.temperature**2
 
 
 def _chunk_logits(spec, h_s, w_s, h_t, w_t, where):
-  s = _tempered_logits(h_s, w_s, spec.temperature, where)
+  s = _tempered_logits(h_s, w_s, spec.temperature, spec.softcaps[0], where)
   t = (None if spec.kind == 'cross_entropy' else
-       _tempered_logits(h_t, w_t, spec.temperature, where))
+       _tempered_logits(h_t, w_t, spec.temperature, spec.softcaps[1], where))
   return s, t
 
 
@@ -212,12 +232,19 @@ def _logit_grad(spec, s, t, labels, row_stats):
 
   ``s, t`` are the shifted tempered logits and ``row_stats`` the statistics
   of ``_chunk_forward``; the gradient w.r.t. the tempered logits is scaled by
-  ``T**2 / T`` (the value factor and the temperature's chain rule).
+  ``T**2 / T`` (the value factor and the temperature's chain rule) and, with
+  a soft-cap, by its derivative ``1 - tanh**2``.
   """
-  stat, _, lse_s, _, lse_t = (x[:, None] for x in row_stats)
+  stat, shift_s, lse_s, _, lse_t = (x[:, None] for x in row_stats)
   grad = _ops(spec.implementation).student_grad(
       spec, s, t, lse_s, lse_t, stat[:, 0], labels, _col0(spec, s.shape[-1]))
-  return grad * (_scale(spec) / spec.temperature)
+  grad = grad * (_scale(spec) / spec.temperature)
+  cap = spec.softcaps[0]
+  if cap:
+    finite = jnp.isfinite(s)
+    capped = jnp.where(finite, (s + shift_s) * spec.temperature, 0.0)
+    grad = jnp.where(finite, grad * (1.0 - (capped / cap)**2), 0.0)
+  return grad
 
 
 def _chunked(x: Array | None, chunk: int) -> Array | None:
@@ -510,6 +537,9 @@ def _run(fn: str, spec_kwargs: dict[str, Any], student_hidden, student_head,
 
 _COMMON_ARGS_DOC = """
     temperature: softmax temperature ``T > 0`` of both models (Python number).
+    student_softcap, teacher_softcap: each model's logit soft-cap ``c > 0``
+      (``c tanh(z / c)`` before the temperature, Gemma 2's
+      ``final_logit_softcapping``), or None for none.
     where: optional boolean vocabulary mask ``[V]`` (the local ``[V / n]``
       shard under ``vocab_axis``); masked classes are dropped from both
       distributions.
@@ -530,13 +560,21 @@ _COMMON_ARGS_DOC = """
 """
 
 
+def _softcap(fn: str, name: str, value: float | None) -> float:
+  if value is None:
+    return 0.0
+  return _check_host_number(fn, name, value, low=0.0, high=np.inf, open_low=True)
+
+
 def _kl_family(kind: str, fn: str, student_hidden, student_head,
                teacher_hidden, teacher_head, *, beta: float, temperature,
-               where, chunk_size, pad, vocab_axis, implementation,
-               row_weights) -> Array:
+               student_softcap, teacher_softcap, where, chunk_size, pad,
+               vocab_axis, implementation, row_weights) -> Array:
   temperature = _check_host_number(fn, 'temperature', temperature, low=0.0,
                                    high=np.inf, open_low=True)
-  return _run(fn, dict(kind=kind, beta=beta, temperature=temperature),
+  softcaps = (_softcap(fn, 'student_softcap', student_softcap),
+              _softcap(fn, 'teacher_softcap', teacher_softcap))
+  return _run(fn, dict(kind=kind, beta=beta, temperature=temperature, softcaps=softcaps),
               student_hidden, student_head, teacher_hidden, teacher_head,
               None, where, row_weights, chunk_size=chunk_size, pad=pad,
               vocab_axis=vocab_axis, implementation=implementation)
@@ -545,7 +583,8 @@ def _kl_family(kind: str, fn: str, student_hidden, student_head,
 @register('losses', 'fused_linear_kl')
 def fused_linear_kl(student_hidden: ArrayLike, student_head: ArrayLike,
                     teacher_hidden: ArrayLike, teacher_head: ArrayLike, *,
-                    temperature: float = 1.0, where: ArrayLike | None = None,
+                    temperature: float = 1.0, student_softcap: float | None = None,
+                    teacher_softcap: float | None = None, where: ArrayLike | None = None,
                     chunk_size: int | None = None, pad: bool = False,
                     vocab_axis: str | None = None,
                     implementation: str | None = None,
@@ -572,7 +611,8 @@ def fused_linear_kl(student_hidden: ArrayLike, student_head: ArrayLike,
   """
   return _kl_family('kl', 'fused_linear_kl', student_hidden, student_head,
                     teacher_hidden, teacher_head, beta=0.0,
-                    temperature=temperature, where=where,
+                    temperature=temperature, student_softcap=student_softcap,
+                    teacher_softcap=teacher_softcap, where=where,
                     chunk_size=chunk_size, pad=pad, vocab_axis=vocab_axis,
                     implementation=implementation, row_weights=row_weights)
 
@@ -581,6 +621,8 @@ def fused_linear_kl(student_hidden: ArrayLike, student_head: ArrayLike,
 def fused_linear_reverse_kl(student_hidden: ArrayLike, student_head: ArrayLike,
                             teacher_hidden: ArrayLike, teacher_head: ArrayLike,
                             *, temperature: float = 1.0,
+                            student_softcap: float | None = None,
+                            teacher_softcap: float | None = None,
                             where: ArrayLike | None = None,
                             chunk_size: int | None = None, pad: bool = False,
                             vocab_axis: str | None = None,
@@ -603,7 +645,8 @@ def fused_linear_reverse_kl(student_hidden: ArrayLike, student_head: ArrayLike,
   """
   return _kl_family('reverse_kl', 'fused_linear_reverse_kl', student_hidden,
                     student_head, teacher_hidden, teacher_head, beta=1.0,
-                    temperature=temperature, where=where,
+                    temperature=temperature, student_softcap=student_softcap,
+                    teacher_softcap=teacher_softcap, where=where,
                     chunk_size=chunk_size, pad=pad, vocab_axis=vocab_axis,
                     implementation=implementation, row_weights=row_weights)
 
@@ -612,7 +655,8 @@ def fused_linear_reverse_kl(student_hidden: ArrayLike, student_head: ArrayLike,
 def fused_linear_generalized_jsd(
     student_hidden: ArrayLike, student_head: ArrayLike,
     teacher_hidden: ArrayLike, teacher_head: ArrayLike, *, beta: float = 0.5,
-    temperature: float = 1.0, where: ArrayLike | None = None,
+    temperature: float = 1.0, student_softcap: float | None = None,
+    teacher_softcap: float | None = None, where: ArrayLike | None = None,
     chunk_size: int | None = None, pad: bool = False, vocab_axis: str | None = None,
     implementation: str | None = None,
     row_weights: ArrayLike | None = None) -> Array:
@@ -638,14 +682,85 @@ def fused_linear_generalized_jsd(
   kind = {0.0: 'kl', 1.0: 'reverse_kl'}.get(beta, 'generalized_jsd')
   return _kl_family(kind, fn, student_hidden, student_head, teacher_hidden,
                     teacher_head, beta=beta, temperature=temperature,
-                    where=where, chunk_size=chunk_size, pad=pad,
+                    student_softcap=student_softcap,
+                    teacher_softcap=teacher_softcap, where=where, chunk_size=chunk_size, pad=pad,
                     vocab_axis=vocab_axis, implementation=implementation,
                     row_weights=row_weights)
 
 
+@register('losses', 'fused_linear_total_variation')
+def fused_linear_total_variation(
+    student_hidden: ArrayLike, student_head: ArrayLike, teacher_hidden: ArrayLike,
+    teacher_head: ArrayLike, *, temperature: float = 1.0,
+    student_softcap: float | None = None, teacher_softcap: float | None = None,
+    where: ArrayLike | None = None, chunk_size: int | None = None, pad: bool = False,
+    vocab_axis: str | None = None, implementation: str | None = None,
+    row_weights: ArrayLike | None = None) -> Array:
+  """Total variation from hidden states: ``total_variation(h_s @ W_s, h_t @ W_t)``.
+
+  ``T * 0.5 * sum |p_t - p_s|`` per row (the factor is ``T``, as in
+  ``losses.total_variation``); student gradient ``p_s (sign(p_s - p_t) -
+  sum sign(p_s - p_t) p_s) / 2`` w.r.t. its tempered logits.
+
+  Args:
+    student_hidden: ``[..., Ds]``; student_head: ``[Ds, V]``;
+    teacher_hidden: ``[..., Dt]``; teacher_head: ``[Dt, V]`` (frozen).
+  {args}
+  Returns:
+    ``[...]`` float32 in ``[0, T]``.
+
+  Raises:
+    ValueError, TypeError: as ``fused_linear_kl``.
+  """
+  return _kl_family('total_variation', 'fused_linear_total_variation', student_hidden,
+                    student_head, teacher_hidden, teacher_head, beta=0.0,
+                    temperature=temperature, student_softcap=student_softcap,
+                    teacher_softcap=teacher_softcap, where=where, chunk_size=chunk_size,
+                    pad=pad, vocab_axis=vocab_axis, implementation=implementation,
+                    row_weights=row_weights)
+
+
+@register('losses', 'fused_linear_skew_kl')
+def fused_linear_skew_kl(
+    student_hidden: ArrayLike, student_head: ArrayLike, teacher_hidden: ArrayLike,
+    teacher_head: ArrayLike, *, lam: float = 0.1, reverse: bool = False,
+    temperature: float = 1.0, student_softcap: float | None = None,
+    teacher_softcap: float | None = None, where: ArrayLike | None = None,
+    chunk_size: int | None = None, pad: bool = False, vocab_axis: str | None = None,
+    implementation: str | None = None, row_weights: ArrayLike | None = None) -> Array:
+  """DistiLLM's skew KL from hidden states (``methods.token_skew_kl.skew_kl``).
+
+  ``T**2 KL(p_t || lam p_t + (1 - lam) p_s)`` per row, or with ``reverse``
+  ``T**2 KL(p_s || lam p_s + (1 - lam) p_t)``; ``lam = 0`` is the plain
+  forward (reverse) KL.
+
+  Args:
+    student_hidden: ``[..., Ds]``; student_head: ``[Ds, V]``;
+    teacher_hidden: ``[..., Dt]``; teacher_head: ``[Dt, V]`` (frozen).
+    lam: the skew, a Python number in ``[0, 1)``.
+    reverse: the skew reverse KL.
+  {args}
+  Returns:
+    ``[...]`` float32, ``>= 0``.
+
+  Raises:
+    ValueError, TypeError: as ``fused_linear_kl``; lam outside ``[0, 1)``.
+  """
+  fn = 'fused_linear_skew_kl'
+  lam = _check_host_number(fn, 'lam', lam, low=0.0, high=1.0, open_low=False)
+  if lam == 1.0:
+    raise ValueError(f'{fn}: lam must be < 1 (1 gives 0); got {lam}.')
+  plain, skewed = ('reverse_kl', 'skew_reverse_kl') if reverse else ('kl', 'skew_kl')
+  return _kl_family(skewed if lam else plain, fn, student_hidden, student_head,
+                    teacher_hidden, teacher_head, beta=lam, temperature=temperature,
+                    student_softcap=student_softcap, teacher_softcap=teacher_softcap,
+                    where=where, chunk_size=chunk_size, pad=pad, vocab_axis=vocab_axis,
+                    implementation=implementation, row_weights=row_weights)
+
+
 @register('losses', 'fused_linear_cross_entropy')
 def fused_linear_cross_entropy(hidden: ArrayLike, head: ArrayLike,
-                               labels: ArrayLike, *,
+                               labels: ArrayLike, *, softcap: float | None = None,
                                where: ArrayLike | None = None,
                                chunk_size: int | None = None, pad: bool = False,
                                vocab_axis: str | None = None,
@@ -662,6 +777,7 @@ def fused_linear_cross_entropy(hidden: ArrayLike, head: ArrayLike,
     head: ``[D, V]`` output projection.
     labels: ``[...]`` integer class ids in ``[0, V)`` (rows the caller masks
       out may hold any id; their value is meaningless but finite).
+    softcap: logit soft-cap ``c > 0`` (``c tanh(z / c)``), or None for none.
     where: optional boolean vocabulary mask ``[V]`` (local shard under
       ``vocab_axis``).
     chunk_size, pad, vocab_axis, implementation, row_weights: as
@@ -674,24 +790,22 @@ def fused_linear_cross_entropy(hidden: ArrayLike, head: ArrayLike,
     ValueError, TypeError: as ``fused_linear_kl``; non-integer labels or
       labels not shaped like the rows.
   """
-  return _run('fused_linear_cross_entropy',
-              dict(kind='cross_entropy', beta=0.0, temperature=1.0), hidden,
+  fn = 'fused_linear_cross_entropy'
+  softcaps = (_softcap(fn, 'softcap', softcap), 0.0)
+  return _run(fn, dict(kind='cross_entropy', beta=0.0, temperature=1.0, softcaps=softcaps), hidden,
               head, None, None, labels, where, row_weights,
               chunk_size=chunk_size, pad=pad,
               vocab_axis=vocab_axis, implementation=implementation)
 
 
-for _f in (fused_linear_kl, fused_linear_reverse_kl,
-           fused_linear_generalized_jsd):
+_DIVERGENCES = (fused_linear_kl, fused_linear_reverse_kl, fused_linear_generalized_jsd,
+                fused_linear_total_variation, fused_linear_skew_kl)
+for _f in _DIVERGENCES:
   _f.__doc__ = _f.__doc__.replace('  {args}', _COMMON_ARGS_DOC.rstrip('\n')[1:])
 
 # Argument roles of each kernel's positional arrays, for ``vocab_sharded``.
-_ROLES = {
-    fused_linear_kl: ('hidden', 'head', 'hidden', 'head'),
-    fused_linear_reverse_kl: ('hidden', 'head', 'hidden', 'head'),
-    fused_linear_generalized_jsd: ('hidden', 'head', 'hidden', 'head'),
-    fused_linear_cross_entropy: ('hidden', 'head', 'rows'),
-}
+_ROLES = {**{f: ('hidden', 'head', 'hidden', 'head') for f in _DIVERGENCES},
+          fused_linear_cross_entropy: ('hidden', 'head', 'rows')}
 
 
 def vocab_sharded(fn: Callable[..., Array], mesh: Mesh, *,
@@ -749,3 +863,57 @@ def vocab_sharded(fn: Callable[..., Array], mesh: Mesh, *,
         out_specs=P(batch_axes))(arrays, where, row_weights)
 
   return sharded
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=('hidden', 'head'),
+                   meta_fields=('softcap', 'mesh'))
+@dataclasses.dataclass(frozen=True)
+class LinearLogits:
+  """A model's logits ``softcap(hidden @ head)`` ``[..., V]``, not formed.
+
+  What a language model's train step hands the token methods in place of
+  logits when they run on the fused kernels (``train.lm_logits``): the
+  methods call ``on_linear_logits``, which never forms ``[..., V]``.
+
+  Attributes:
+    hidden: ``[..., D]`` last hidden states (times any logit scale).
+    head: ``[D, V]`` output projection.
+    softcap: logit soft-cap ``c`` (``c tanh(z / c)``), 0 = none.
+    mesh: the mesh of a jitted step (``'data'``, ``'fsdp'``, ``'tensor'``
+      axes): the kernels run ``vocab_sharded`` over it, each device on its
+      rows and its share of ``V``; None inside ``shard_map`` or on one device.
+  """
+  hidden: Array
+  head: Array
+  softcap: float = 0.0
+  mesh: Mesh | None = None
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return (*self.hidden.shape[:-1], self.head.shape[-1])
+
+  def materialize(self) -> Array:
+    """The float32 logits ``[..., V]`` (tests and small vocabularies)."""
+    z = jnp.dot(self.hidden, self.head, preferred_element_type=jnp.float32)
+    return self.softcap * jnp.tanh(z / self.softcap) if self.softcap else z
+
+
+def on_linear_logits(fn: Callable[..., Array], student: LinearLogits,
+                     teacher: LinearLogits | None = None, labels: Array | None = None,
+                     **kwargs) -> Array:
+  """``fn`` (a kernel of this module) on ``LinearLogits``: ``[...]`` float32.
+
+  A divergence kernel gets both models' hidden states, heads and soft-caps;
+  ``fused_linear_cross_entropy`` the student's and ``labels``. Runs
+  ``vocab_sharded`` over ``student.mesh`` when it is set (under ``jit`` with
+  sharded rows, a plain call would gather the rows onto every device).
+  """
+  if fn is fused_linear_cross_entropy:
+    arrays, kwargs = (student.hidden, student.head, labels), {**kwargs, 'softcap': student.softcap or None}
+  else:
+    arrays = (student.hidden, student.head, teacher.hidden, teacher.head)
+    kwargs = {**kwargs, 'student_softcap': student.softcap or None,
+              'teacher_softcap': teacher.softcap or None}
+  if student.mesh is not None:
+    fn = vocab_sharded(fn, student.mesh)
+  return fn(*arrays, **kwargs)

@@ -1,23 +1,26 @@
 """Pallas kernels for the per-chunk math of ``distill_jax.losses.large_vocab``.
 
 One row chunk's tempered logits ``s, t [C, V]`` (the matmuls stay XLA's) go
-through three kernels, each blocked as ``[block_rows, block_vocab]`` tiles so
-that a tile of both models fits in on-chip memory whatever ``V``:
+through three kernels on a ``(row blocks, vocabulary tiles)`` grid: every
+program loads one ``[block_rows, block_vocab]`` tile of each model, so the
+on-chip working set is a few tiles whatever ``V``:
 
-* ``lse_parts(z)``: per row, an online (running max, rescaled sum-exp) over
-  the vocabulary tiles -> ``(m [C, 1], l [C, 1])``;
-* ``row_terms(...)``: given the global log-sum-exps, both softened softmaxes
-  and the per-row KL / JSD / cross-entropy sums (value and statistic);
+* ``lse_parts(z)``: each tile's (max, sum-exp) -> ``[n_tiles, C, 1]``
+  partials, merged over the tiles (online log-sum-exp rescaling) by XLA ->
+  ``(m [C, 1], l [C, 1])``;
+* ``row_terms(...)``: given the global log-sum-exps, each tile's share of
+  the per-row divergence / cross-entropy sums (value and statistic),
+  summed over the tiles by XLA;
 * ``student_grad(...)``: the gradient w.r.t. the student's tempered logits,
   tile by tile (the backward pass).
 
-The grid runs over row blocks (and, for the gradient, vocabulary tiles);
-reductions over the vocabulary are a ``fori_loop`` inside a program, so no
-output is accumulated across grid steps (valid on GPU and TPU alike). The
-tile math is ``vocab_blocks``'s ``block_*`` functions, shared with the XLA
-path. On CPU the kernels run in Pallas interpret mode (correctness tests
-only). The interface matches ``large_vocab._XlaOps``; ``large_vocab`` loads
-this module on use, and this module does not import it.
+No program accumulates into another's output (each writes its own tile or
+its own ``[1, block_rows, 1]`` partial), so the grid is parallel on GPU and
+TPU alike; the ``n_tiles`` partials per row are tiny. The tile math is
+``vocab_blocks``'s ``block_*`` functions, shared with the XLA path. On CPU
+the kernels run in Pallas interpret mode (correctness tests only). The
+interface matches ``large_vocab._XlaOps``; ``large_vocab`` loads this module
+on use, and this module does not import it.
 """
 
 import jax
@@ -62,9 +65,14 @@ def _row_spec(block_rows: int) -> pl.BlockSpec:
   return pl.BlockSpec((block_rows, 1), lambda i, *_: (i, 0))
 
 
-def _full_rows_spec(block_rows: int, vocab: int) -> pl.BlockSpec:
-  """A ``[block_rows, V]`` row band of a ``[C, V]`` array (sliced in-kernel)."""
-  return pl.BlockSpec((block_rows, vocab), lambda i, *_: (i, 0))
+def _tile_spec(block_rows: int, block_vocab: int) -> pl.BlockSpec:
+  """Tile ``(i, j)`` of a ``[C, V]`` array."""
+  return pl.BlockSpec((block_rows, block_vocab), lambda i, j: (i, j))
+
+
+def _partial_spec(block_rows: int) -> pl.BlockSpec:
+  """Program ``(i, j)``'s ``[1, block_rows, 1]`` slot of an ``[n_tiles, C, 1]`` partial."""
+  return pl.BlockSpec((1, block_rows, 1), lambda i, j: (j, i, 0))
 
 
 def _scalar_spec() -> pl.BlockSpec:
@@ -76,33 +84,34 @@ def _hit(labels, col0, start: Array, shape: tuple[int, int]) -> Array:
   return cols == labels
 
 
-def lse_parts(z: Array) -> tuple[Array, Array]:
-  """Running ``(max, sum-exp)`` of ``z [C, V]`` over vocabulary tiles, ``[C, 1]`` each."""
-  rows, vocab = z.shape
+def _tiled_call(kernel, name: str, rows: int, vocab: int, in_specs, outputs: int,
+                *operands) -> tuple[Array, ...]:
+  """``kernel`` on the ``(rows / block_rows, vocab / block_vocab)`` grid, writing
+  ``outputs`` per-row partials ``[n_tiles, rows, 1]`` float32."""
   block_rows, block_vocab = _tiles(rows, vocab)
+  grid = (rows // block_rows, vocab // block_vocab)
+  out = jax.ShapeDtypeStruct((grid[1], rows, 1), jnp.float32)
+  return pl.pallas_call(
+      kernel, out_shape=(out,) * outputs, grid=grid,
+      in_specs=[spec(block_rows, block_vocab) for spec in in_specs],
+      out_specs=(_partial_spec(block_rows),) * outputs, interpret=_interpret(),
+      name=name)(*operands)
+
+
+def lse_parts(z: Array) -> tuple[Array, Array]:
+  """``(max, sum-exp)`` of ``z [C, V]``, ``[C, 1]`` each, from per-tile partials."""
+  rows, vocab = z.shape
 
   def kernel(z_ref, m_ref, l_ref):
-    def body(j, carry):
-      m, l = carry
-      tile = z_ref[:, pl.ds(j * block_vocab, block_vocab)]
-      m_tile, l_tile = vocab_blocks.block_lse_parts(tile)
-      new_m = jnp.maximum(m, m_tile)
-      big = jnp.where(jnp.isfinite(new_m), new_m, 0.0)
-      return new_m, (vocab_blocks.merge_lse_parts(m, l, big)
-                     + vocab_blocks.merge_lse_parts(m_tile, l_tile, big))
+    m, l = vocab_blocks.block_lse_parts(z_ref[...])
+    m_ref[...] = m[None]
+    l_ref[...] = l[None]
 
-    init = (jnp.full((block_rows, 1), -jnp.inf, jnp.float32),
-            jnp.zeros((block_rows, 1), jnp.float32))
-    m, l = jax.lax.fori_loop(0, vocab // block_vocab, body, init)
-    m_ref[...] = m
-    l_ref[...] = l
-
-  out = jax.ShapeDtypeStruct((rows, 1), jnp.float32)
-  return pl.pallas_call(
-      kernel, out_shape=(out, out), grid=(rows // block_rows,),
-      in_specs=[_full_rows_spec(block_rows, vocab)],
-      out_specs=(_row_spec(block_rows), _row_spec(block_rows)),
-      interpret=_interpret(), name='large_vocab_lse')(z)
+  m_tiles, l_tiles = _tiled_call(kernel, 'large_vocab_lse', rows, vocab, [_tile_spec],
+                                 2, z)
+  m = jnp.max(m_tiles, axis=0)
+  big = jnp.where(jnp.isfinite(m), m, 0.0)
+  return m, jnp.sum(vocab_blocks.merge_lse_parts(m_tiles, l_tiles, big), axis=0)
 
 
 def _as_inputs(s, t, lse_s, lse_t, labels, col0):
@@ -119,39 +128,25 @@ def row_terms(spec, s: Array, t: Array | None, lse_s: Array, lse_t: Array,
               labels: Array | None, col0: Array) -> tuple[Array, Array]:
   """Per-row ``(value part, statistic part)`` ``[C]`` of this device's vocabulary."""
   rows, vocab = s.shape
-  block_rows, block_vocab = _tiles(rows, vocab)
+  block_vocab = _tiles(rows, vocab)[1]
   kind, beta = spec.kind, spec.beta
 
   def kernel(s_ref, t_ref, lse_s_ref, lse_t_ref, labels_ref, col0_ref,
              value_ref, stat_ref):
-    lse_s_blk, lse_t_blk = lse_s_ref[...], lse_t_ref[...]
-    labels_blk, col0_blk = labels_ref[...], col0_ref[...]
+    tile = s_ref[...]
+    hit = _hit(labels_ref[...], col0_ref[...], pl.program_id(1) * block_vocab, tile.shape)
+    value, stat = vocab_blocks.block_row_terms(
+        kind, beta, tile, t_ref[...], lse_s_ref[...], lse_t_ref[...], hit)
+    value_ref[...] = value[None, :, None]
+    stat_ref[...] = stat[None, :, None]
 
-    def body(j, carry):
-      start = j * block_vocab
-      window = pl.ds(start, block_vocab)
-      hit = _hit(labels_blk, col0_blk, start, (block_rows, block_vocab))
-      value, stat = vocab_blocks.block_row_terms(
-          kind, beta, s_ref[:, window], t_ref[:, window], lse_s_blk,
-          lse_t_blk, hit)
-      return carry[0] + value[:, None], carry[1] + stat[:, None]
-
-    zeros = jnp.zeros((block_rows, 1), jnp.float32)
-    value, stat = jax.lax.fori_loop(0, vocab // block_vocab, body,
-                                    (zeros, zeros))
-    value_ref[...] = value
-    stat_ref[...] = stat
-
-  band = _full_rows_spec(block_rows, vocab)
-  row = _row_spec(block_rows)
-  out = jax.ShapeDtypeStruct((rows, 1), jnp.float32)
-  value, stat = pl.pallas_call(
-      kernel, out_shape=(out, out), grid=(rows // block_rows,),
-      in_specs=[band, band, row, row, row, _scalar_spec()],
-      out_specs=(row, row), interpret=_interpret(),
-      name=f'large_vocab_{kind}_terms')(
-          *_as_inputs(s, t, lse_s, lse_t, labels, col0))
-  return value[:, 0], stat[:, 0]
+  row = lambda block_rows, _: _row_spec(block_rows)
+  scalar = lambda *_: _scalar_spec()
+  value, stat = _tiled_call(
+      kernel, f'large_vocab_{kind}_terms', rows, vocab,
+      [_tile_spec, _tile_spec, row, row, row, scalar], 2,
+      *_as_inputs(s, t, lse_s, lse_t, labels, col0))
+  return jnp.sum(value, axis=0)[:, 0], jnp.sum(stat, axis=0)[:, 0]
 
 
 def student_grad(spec, s: Array, t: Array | None, lse_s: Array, lse_t: Array,
@@ -169,7 +164,7 @@ def student_grad(spec, s: Array, t: Array | None, lse_s: Array, lse_t: Array,
         kind, beta, s_ref[...], t_ref[...], lse_s_ref[...], lse_t_ref[...],
         stat_ref[...], hit)
 
-  tile = pl.BlockSpec((block_rows, block_vocab), lambda i, j: (i, j))
+  tile = _tile_spec(block_rows, block_vocab)
   row = _row_spec(block_rows)
   return pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((rows, vocab), jnp.float32),

@@ -10,14 +10,22 @@ optionally mixed with the next-token cross-entropy on ``targets``
 (``TokenDivergence``)::
 
     loss = ce_weight * CE + (1 - ce_weight) * divergence
+
+Methods with ``fused = True`` also take the logits as
+``losses.large_vocab.LinearLogits`` (hidden states and output head, never
+formed): the step then runs them on the fused large-vocabulary kernels with
+the loss mask as ``row_weights`` (``train.lm_logits``), same values and
+gradients to float32 round-off.
 """
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from distill_jax.losses import large_vocab
 from distill_jax.methods import base
 
 Array = jax.Array
@@ -43,10 +51,15 @@ def check_vocabularies(student_logits: Array, teacher_logits: Array) -> None:
                      f'{teacher_logits.shape} must have the same [B, T, V] shape.')
 
 
-def next_token_ce(logits: Array, batch: dict[str, Array]) -> Array:
+def next_token_ce(logits: Array | large_vocab.LinearLogits,
+                  batch: dict[str, Array]) -> Array:
   """Masked mean next-token cross-entropy of ``logits`` ``[B, T, V]`` (nats)."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), batch['targets'])
+  if isinstance(logits, large_vocab.LinearLogits):
+    ce = large_vocab.on_linear_logits(large_vocab.fused_linear_cross_entropy, logits,
+                                      labels=batch['targets'], row_weights=batch['loss_mask'])
+  else:
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch['targets'])
   return masked_mean(ce, batch['loss_mask'])
 
 
@@ -56,9 +69,11 @@ class TokenMethod(base.Method):
   ``student_out`` and ``teacher_out`` are a decoder's ``(logits [B, T, V],
   features)`` (``hidden_<i>`` ``[B, T, D]`` block outputs); ``batch`` holds
   ``targets`` and ``loss_mask`` ``[B, T]`` (see the module docstring).
+  ``fused``: the logits may come as ``LinearLogits`` (module docstring).
   """
 
   task = 'language_model'
+  fused: ClassVar[bool] = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +81,9 @@ class TokenDivergence(TokenMethod):
   """A per-token divergence between the two models' next-token distributions.
 
   Subclasses implement ``divergence(student_logits, teacher_logits) ->
-  [B, T]``; this class masks, averages and mixes in the cross-entropy.
+  [B, T]`` and, with ``fused = True``, ``fused_divergence`` on
+  ``LinearLogits``; this class masks, averages and mixes in the
+  cross-entropy (only a metric, not differentiated, at ``ce_weight = 0``).
 
   Attributes:
     temperature: softmax temperature ``T > 0`` of both models.
@@ -83,18 +100,27 @@ class TokenDivergence(TokenMethod):
   def divergence(self, student_logits: Array, teacher_logits: Array) -> Array:
     raise NotImplementedError
 
+  def fused_divergence(self, student: large_vocab.LinearLogits,
+                       teacher: large_vocab.LinearLogits, loss_mask: Array) -> Array:
+    """``divergence`` on never-formed logits, ``[B, T]`` (``loss_mask`` the rows' weights)."""
+    raise NotImplementedError
+
   def loss(self, student_out, teacher_out, batch, aux, step):
     del aux, step
     student_logits, teacher_logits = student_out[0], teacher_out[0]
     check_vocabularies(student_logits, teacher_logits)
-    return self.combine(student_logits,
-                        self.divergence(student_logits, teacher_logits), batch)
+    if isinstance(student_logits, large_vocab.LinearLogits):
+      divergence = self.fused_divergence(student_logits, teacher_logits, batch['loss_mask'])
+    else:
+      divergence = self.divergence(student_logits, teacher_logits)
+    return self.combine(student_logits, divergence, batch)
 
-  def combine(self, student_logits: Array, divergence: Array,
+  def combine(self, student_logits: Array | large_vocab.LinearLogits, divergence: Array,
               batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
     """``(loss, metrics)`` from the per-token ``divergence`` ``[B, T]``: masked
     mean, mixed with the next-token cross-entropy of ``student_logits``."""
     div = masked_mean(divergence, batch['loss_mask'])
-    ce = next_token_ce(student_logits, batch)
+    ce = next_token_ce(student_logits if self.ce_weight else
+                       jax.lax.stop_gradient(student_logits), batch)
     total = self.ce_weight * ce + (1.0 - self.ce_weight) * div
     return total, {'ce': ce, 'divergence': div}

@@ -16,6 +16,7 @@ from distill_jax.registry import register
 class TokenCrossEntropy(token_base.TokenMethod):
   """Masked mean of ``-log p_s(target)`` over ``loss_mask``."""
   needs_teacher = False
+  fused = True
 
   def loss(self, student_out, teacher_out, batch, aux, step):
     del teacher_out, aux, step

@@ -15,9 +15,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from distill_jax import losses
 from distill_jax.methods import base
 from distill_jax.methods import token_base
+from distill_jax.methods import token_kl
 from distill_jax.registry import register
 
 
@@ -32,7 +32,7 @@ def _feature(features, name: str, role: str):
 
 @register('methods', 'token_hidden')
 @dataclasses.dataclass(frozen=True)
-class TokenHiddenState(token_base.TokenDivergence):
+class TokenHiddenState(token_kl.TokenForwardKL):
   """Forward KL plus projected hidden-state MSE on paired blocks.
 
   Attributes:
@@ -68,10 +68,6 @@ class TokenHiddenState(token_base.TokenDivergence):
         aux[f'proj_{i}'] = init(jax.random.fold_in(rng, i),
                                 (hs.shape[-1], ht.shape[-1]), jnp.float32)
     return aux
-
-  def divergence(self, student_logits, teacher_logits):
-    return losses.kl_divergence(student_logits, teacher_logits,
-                                temperature=self.temperature)
 
   def loss(self, student_out, teacher_out, batch, aux, step):
     total, metrics = super().loss(student_out, teacher_out, batch, aux, step)

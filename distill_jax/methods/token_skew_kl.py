@@ -17,6 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from distill_jax.losses import large_vocab
 from distill_jax.methods import base
 from distill_jax.methods import token_base
 from distill_jax.registry import register
@@ -47,6 +48,7 @@ class TokenSkewKL(token_base.TokenDivergence):
   """
   lam: float = 0.1
   reverse: bool = False
+  fused = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -57,3 +59,8 @@ class TokenSkewKL(token_base.TokenDivergence):
   def divergence(self, student_logits, teacher_logits):
     return skew_kl(student_logits, teacher_logits, lam=self.lam,
                    temperature=self.temperature, reverse=self.reverse)
+
+  def fused_divergence(self, student, teacher, loss_mask):
+    return large_vocab.on_linear_logits(large_vocab.fused_linear_skew_kl, student, teacher,
+                                        lam=self.lam, reverse=self.reverse,
+                                        temperature=self.temperature, row_weights=loss_mask)

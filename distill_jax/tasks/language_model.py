@@ -31,13 +31,14 @@ from distill_jax import compile as compile_lib
 from distill_jax import methods
 from distill_jax import metrics as metrics_lib
 from distill_jax import optim
+from distill_jax import registry
 from distill_jax import state as state_lib
 from distill_jax import steps
 from distill_jax.data import logit_cache
 from distill_jax.data import pipeline
 from distill_jax.data import text
 from distill_jax.llm import weights
-from distill_jax.llm.model import Llama, LlamaConfig
+from distill_jax.llm.model import Llama, LlamaConfig, linear_logits
 from distill_jax.llm.sampling import SamplingParams, generate
 from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer
 from distill_jax.losses import kl_divergence
@@ -45,6 +46,7 @@ from distill_jax.methods.base import Method
 from distill_jax.tasks import base
 
 DATA_SOURCES = ('shakespeare', 'seqkd', 'logit_cache')
+LOGITS = ('auto', 'fused', 'materialized')
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -67,6 +69,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'method.name={config.method.name!r} with data.name={d.name!r}: '
                      'token_sparse_kl and data.name=logit_cache go together (the cache '
                      'holds the targets that method reads).')
+  if config.train.lm_logits not in LOGITS:
+    raise ValueError(f'train.lm_logits={config.train.lm_logits!r}: choose one of '
+                     f'{", ".join(LOGITS)}.')
   if config.student.model != 'llama':
     raise ValueError(f'student.model={config.student.model!r}: language-model students are '
                      "'llama' (llm.model.Llama; its fields in student.kwargs).")
@@ -92,8 +97,27 @@ def student_config(config: ml_collections.ConfigDict, vocab_size: int) -> LlamaC
     raise ValueError(f'student.kwargs: {e}; a llama student takes {fields}.') from e
 
 
-def _forward(model: Llama, variables: Any, batch: base.Batch):
-  return model.apply(variables, batch['inputs'], token_mask=batch['token_mask'])
+def uses_fused_logits(config: ml_collections.ConfigDict, method: Method) -> bool:
+  """Whether the train step hands ``method`` ``LinearLogits`` (``train.lm_logits``).
+
+  ``auto`` is fused for every method that has a fused form: smaller and not
+  slower at the vocabularies of pretrained teachers (benchmarks/README.md).
+  """
+  if config.train.lm_logits == 'fused' and not method.fused:
+    fused = [n for n in base.methods_of('language_model') if registry.get('methods', n).fused]
+    raise ValueError(f'train.lm_logits=fused: method {config.method.name!r} has no fused form '
+                     f'(those that do: {", ".join(fused)}); use auto or materialized.')
+  return method.fused and config.train.lm_logits != 'materialized'
+
+
+def _forward(model: Llama, variables: Any, batch: base.Batch, fused: bool = False,
+             mesh: Any = None):
+  """``(logits [B, T, V] | LinearLogits, features)`` of ``model`` on ``batch``."""
+  logits, features = model.apply(variables, batch['inputs'], token_mask=batch['token_mask'],
+                                 return_logits=not fused)
+  if fused:
+    logits = linear_logits(model, variables['params'], features['pre_logits'], mesh)
+  return logits, features
 
 
 def lm_batch(batch: base.Batch) -> base.Batch:
@@ -105,8 +129,9 @@ def lm_batch(batch: base.Batch) -> base.Batch:
 
 def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
                student: Llama, teacher: Llama | None, method: Method,
-               optimizer: optax.GradientTransformation, schedule,
-               batch_axes: tuple[str, ...] | None = None, reduce_in_order: bool = False
+               optimizer: optax.GradientTransformation, schedule, fused: bool = False,
+               mesh: Any = None, batch_axes: tuple[str, ...] | None = None,
+               reduce_in_order: bool = False
                ) -> tuple[state_lib.DistillState, dict[str, jax.Array]]:
   """One update of the student on a batch of examples (``data.text`` layout).
 
@@ -119,11 +144,16 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
       ``target_ids`` / ``target_logprobs`` ``[B, P + R - 1, k]`` and
       ``tail_logprob`` ``[B, P + R - 1]``.
     teacher: the teacher model, or None when the method needs none.
+    fused: hand the method both models' logits as ``LinearLogits`` (never
+      ``[B, T, V]``; ``uses_fused_logits``), run in ``shard_map`` over
+      ``mesh`` when it is set (jit: rows over the batch axes, ``V`` over
+      ``'tensor'``); None inside ``shard_map`` (``batch_axes``).
     batch_axes, reduce_in_order: as ``steps.update`` (inside ``jax.shard_map``).
   """
   batch = lm_batch(batch)
+  forward = functools.partial(_forward, batch=batch, fused=fused, mesh=mesh)
   teacher_out = (None if teacher is None else
-                 jax.lax.stop_gradient(_forward(teacher, teacher_variables, batch)))
+                 jax.lax.stop_gradient(forward(teacher, teacher_variables)))
   # Token methods average over this batch's distilled tokens. Inside shard_map
   # each shard's mean is weighted by its share of the tokens, so that the mean
   # over shards is the mean over all tokens (shards hold different counts with
@@ -134,7 +164,7 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
     weight = count / jnp.maximum(jax.lax.pmean(count, batch_axes), 1e-9)
 
   def loss_fn(trainable):
-    out = _forward(student, {'params': trainable['student']}, batch)
+    out = forward(student, {'params': trainable['student']})
     loss, metrics, method_state = method.loss_with_state(
         out, teacher_out, batch, trainable['aux'], state.step, state.method_state)
     metrics = {k: v * weight for k, v in metrics.items()}
@@ -270,7 +300,9 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
       config, mesh, boxed_init=boxed_init,
       train_step=functools.partial(
           train_step, student=student, teacher=teacher if method.needs_teacher else None,
-          method=method, optimizer=optimizer, schedule=schedule),
+          method=method, optimizer=optimizer, schedule=schedule,
+          fused=uses_fused_logits(config, method),
+          mesh=mesh if config.sharding.mode == 'auto' and mesh.size > 1 else None),
       eval_step=functools.partial(eval_step, student=student, teacher=teacher),
       teacher_variables=teacher_variables, abstract_batch=abstract_batch,
       model_names={'student': 'llama', 'teacher': teacher_name})

@@ -64,7 +64,7 @@ def test_run_writes_complete_results(tmp_path):
   assert '| vision | distill_jax |' in table and '| lm | torch_eager |' in table
 
   for suite, columns in (('vision', ('distill_jax', 'torch_eager', 'torchdistill')),
-                         ('lm', ('distill_jax', 'torch_eager'))):
+                         ('lm', ('distill_jax', 'distill_jax_materialized', 'torch_eager'))):
     block = saved[suite]
     assert _positive(block['flops_per_step'])
     assert set(block['columns']) == set(columns)
@@ -80,3 +80,7 @@ def test_run_writes_complete_results(tmp_path):
     assert block['columns']['torch_eager']['speedup_vs_torch_eager'] == 1.0
     assert ours['num_params'] == block['columns']['torch_eager']['num_params']
   assert _positive(saved['lm']['analytic_flops_per_step'])
+  lm = saved['lm']['columns']
+  assert (lm['distill_jax']['lm_logits'], lm['distill_jax_materialized']['lm_logits']) == (
+      'auto', 'materialized')
+  assert 'lm temp bytes (XLA memory_analysis): fused' in table

@@ -95,6 +95,8 @@ def write_gguf(path: str, config: LlamaConfig, variables, *, quant: str = 'F32',
   w.add_rope_freq_base(config.rope_theta)
   w.add_layer_norm_rms_eps(config.rms_norm_eps)
   w.add_vocab_size(config.vocab_size)
+  if config.logit_softcap:
+    w.add_float32('llama.final_logit_softcapping', config.logit_softcap)
   if with_tokenizer:
     w.add_tokenizer_model('gpt2')
     w.add_tokenizer_pre('smollm')

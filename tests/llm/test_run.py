@@ -194,21 +194,29 @@ def test_shard_map_mode_equals_jit_with_uneven_token_counts(teacher_gguf):
   """Responses of different lengths put different token counts on the 8 shards;
   each shard's mean is weighted by its tokens, so shard_map computes the global
   token mean as jit does (same loss, metrics and update)."""
-  outcomes = []
-  for mode in ('auto', 'shard_map'):
-    # SGD: the update is the gradient (Adam's first step would amplify round-off
-    # in near-zero gradients to whole learning-rate steps).
-    exp = train_lib.build(_config(teacher_gguf, ',method=token_jsd',
-                                  **{'sharding.mode': mode, 'optim.name': 'sgd'}))
-    local = next(exp.train_batches(0))
+  def uneven(local):
     lengths = np.arange(1, 9) % local['response'].shape[1]   # 1..7, 0 tokens
-    local['response_mask'] = np.arange(local['response'].shape[1]) < lengths[:, None]
-    batch = train_lib.global_batch(local, exp.compiled.batch_sharding)
-    state = exp.compiled.init_fn(jax.random.PRNGKey(0))
-    state, metrics = exp.compiled.train_fn(state, exp.compiled.teacher_variables, batch)
-    outcomes.append(jax.device_get((state.params, metrics)))
-  (auto_params, auto_metrics), (map_params, map_metrics) = outcomes
+    return {**local, 'response_mask': np.arange(local['response'].shape[1]) < lengths[:, None]}
+
+  assert_same_step(*[one_step(_config(teacher_gguf, ',method=token_jsd', **{
+      'sharding.mode': mode, 'optim.name': 'sgd'}), edit=uneven)
+                     for mode in ('auto', 'shard_map')], atol=1e-7)
+
+
+def one_step(config, devices=None, edit=lambda local: local):
+  """``(params, metrics)`` after one train step of ``train.build(config)`` from
+  the seed-0 state on its first batch (``edit``-ed). Compare with SGD: Adam's
+  first step amplifies round-off in near-zero gradients to whole steps."""
+  exp = train_lib.build(config, devices)
+  batch = train_lib.global_batch(edit(next(exp.train_batches(0))), exp.compiled.batch_sharding)
+  state = exp.compiled.init_fn(jax.random.PRNGKey(0))
+  state, metrics = exp.compiled.train_fn(state, exp.compiled.teacher_variables, batch)
+  return jax.device_get((state.params, metrics))
+
+
+def assert_same_step(want, got, atol):
+  """Two ``one_step`` results agree: loss, ce, divergence, gradient norm and params."""
   for key in ('loss', 'ce', 'divergence', 'grad_norm'):
-    np.testing.assert_allclose(map_metrics[key], auto_metrics[key], rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               map_params, auto_params)
+    np.testing.assert_allclose(got[1][key], want[1][key], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol),
+               got[0], want[0])

@@ -1,5 +1,7 @@
 """The Pallas chunk kernels (interpret mode on CPU) against the XLA path."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,3 +76,37 @@ def test_pallas_is_opt_in_on_every_backend(monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert large_vocab._resolve_implementation('fused_linear_kl', None) == 'xla'  # pylint: disable=protected-access
   assert large_vocab._resolve_implementation('fused_linear_kl', 'pallas') == 'pallas'  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('fn,kw', [
+    (losses.fused_linear_total_variation, {'temperature': 2.0}),
+    (losses.fused_linear_skew_kl, {'lam': 0.2, 'student_softcap': 5.0}),
+    (losses.fused_linear_skew_kl, {'lam': 0.2, 'reverse': True, 'teacher_softcap': 5.0}),
+])
+def test_pallas_matches_xla_new_kinds(fn, kw):
+  test_pallas_matches_xla(fn, kw)
+
+
+def _block_widths(fn, *args) -> list[int]:
+  """The last-axis block sizes of every operand and result of the pallas_calls in ``fn``."""
+  widths = []
+  for eqn in jax.make_jaxpr(fn)(*args).jaxpr.eqns:
+    if eqn.primitive.name == 'pallas_call':
+      widths += [int(getattr(b.block_shape[-1], 'block_size', b.block_shape[-1]))
+                 for b in eqn.params['grid_mapping'].block_mappings]
+  return widths
+
+
+def test_pallas_kernels_load_one_vocabulary_tile_per_program():
+  """Every block of the three chunk kernels is a [block_rows, 128] tile of the
+  [8, 384] logits or a per-row column, never a whole [block_rows, V] band."""
+  s, t = jax.random.normal(jax.random.key(3), (2, 8, V))
+  lse = jnp.zeros((8, 1))
+  spec = types.SimpleNamespace(kind='kl', beta=0.0)
+  col0 = jnp.zeros((), jnp.int32)
+  for fn, args in ((pallas_kl.lse_parts, (s,)),
+                   (lambda *a: pallas_kl.row_terms(spec, *a, None, col0), (s, t, lse, lse)),
+                   (lambda *a: pallas_kl.student_grad(spec, *a, None, col0),
+                    (s, t, lse, lse, jnp.zeros((8,))))):
+    widths = _block_widths(fn, *args)
+    assert widths and max(widths) == 128 and V not in widths, widths
