@@ -27,17 +27,25 @@ def as_float32(x) -> Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _check_maps(fn: str, student: Array, teacher: Array, *,
-                same_channels: bool) -> None:
+def float32_pair(student, teacher) -> tuple[Array, Array]:
+  """Both in (at least) float32, the teacher behind ``jax.lax.stop_gradient``."""
+  return as_float32(student), jax.lax.stop_gradient(as_float32(teacher))
+
+
+def check_same_shape(fn: str, student: Array, teacher: Array) -> None:
+  """A ValueError naming ``fn`` unless ``student`` and ``teacher`` have one shape."""
+  if student.shape != teacher.shape:
+    raise ValueError(f'{fn}: student {student.shape} and teacher {teacher.shape} '
+                     'must have the same shape.')
+
+
+def _check_maps(fn: str, student: Array, teacher: Array) -> None:
   if student.ndim != 4 or teacher.ndim != 4:
     raise ValueError(f'{fn}: expects NHWC feature maps [B, H, W, C]; got student '
                      f'{student.shape} and teacher {teacher.shape}.')
   if student.shape[0] != teacher.shape[0]:
     raise ValueError(f'{fn}: student and teacher batch sizes differ: '
                      f'{student.shape} vs {teacher.shape}.')
-  if same_channels and student.shape[-1] != teacher.shape[-1]:
-    raise ValueError(f'{fn}: student and teacher need the same channels; got '
-                     f'{student.shape} and {teacher.shape}.')
 
 
 def _pool_to(x: Array, size: tuple[int, int]) -> Array:
@@ -45,6 +53,13 @@ def _pool_to(x: Array, size: tuple[int, int]) -> Array:
   b, height, width, c = x.shape
   h, w = size
   return x.reshape(b, h, height // h, w, width // w, c).mean(axis=(2, 4))
+
+
+def common_resolution(student_shape, teacher_shape) -> tuple[int, int] | None:
+  """The smaller ``(H, W)`` of two NHWC shapes; None unless it divides both."""
+  (hs, ws), (ht, wt) = student_shape[1:3], teacher_shape[1:3]
+  h, w = min(hs, ht), min(ws, wt)
+  return None if hs % h or ht % h or ws % w or wt % w else (h, w)
 
 
 def match_spatial(student: Array, teacher: Array) -> tuple[Array, Array]:
@@ -60,15 +75,13 @@ def match_spatial(student: Array, teacher: Array) -> tuple[Array, Array]:
   Raises:
     ValueError: neither resolution divides the other.
   """
-  hs, ws = student.shape[1:3]
-  ht, wt = teacher.shape[1:3]
-  h, w = min(hs, ht), min(ws, wt)
-  if hs % h or ht % h or ws % w or wt % w:
-    raise ValueError(
-        f'Cannot pool feature maps of sizes {hs}x{ws} (student) and {ht}x{wt} '
-        '(teacher) to a common resolution: one must be an integer multiple of '
-        'the other.')
-  return _pool_to(student, (h, w)), _pool_to(teacher, (h, w))
+  size = common_resolution(student.shape, teacher.shape)
+  if size is None:
+    (hs, ws), (ht, wt) = student.shape[1:3], teacher.shape[1:3]
+    raise ValueError(f'Cannot pool feature maps of sizes {hs}x{ws} (student) and {ht}x{wt} '
+                     '(teacher) to a common resolution: one must be an integer multiple of '
+                     'the other.')
+  return _pool_to(student, size), _pool_to(teacher, size)
 
 
 def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
@@ -89,10 +102,8 @@ def hint_mse(student: Array, teacher: Array) -> Array:
     ``[B]`` float32: mean squared difference over the non-batch axes
     (RepDistiller ``HintLoss`` = ``nn.MSELoss()`` after the batch mean).
   """
-  student, teacher = as_float32(student), jax.lax.stop_gradient(as_float32(teacher))
-  if student.shape != teacher.shape:
-    raise ValueError(f'hint_mse: student {student.shape} and teacher '
-                     f'{teacher.shape} must have the same shape.')
+  student, teacher = float32_pair(student, teacher)
+  check_same_shape('hint_mse', student, teacher)
   return jnp.mean((student - teacher)**2, axis=tuple(range(1, student.ndim)))
 
 
@@ -119,7 +130,7 @@ def attention_transfer(student: Array, teacher: Array, *, p: float = 2.0) -> Arr
     ``[B]`` float32 in ``[0, 4 / (H*W)]`` (both maps are unit vectors); 0 iff
     the attention maps agree (RepDistiller ``Attention``, per layer).
   """
-  _check_maps('attention_transfer', student, teacher, same_channels=False)
+  _check_maps('attention_transfer', student, teacher)
   student, teacher = match_spatial(student, jax.lax.stop_gradient(teacher))
   return jnp.mean((attention_map(student, p=p) - attention_map(teacher, p=p))**2, -1)
 
@@ -145,8 +156,8 @@ def neuron_selectivity_mmd(student: Array, teacher: Array) -> Array:
     ``[B]`` float32 ``>= 0`` (an MMD), 0 when the channel sets coincide
     (RepDistiller ``NSTLoss`` with ``full_loss=True``).
   """
-  _check_maps('neuron_selectivity_mmd', student, teacher, same_channels=False)
-  student, teacher = match_spatial(as_float32(student), jax.lax.stop_gradient(as_float32(teacher)))
+  _check_maps('neuron_selectivity_mmd', student, teacher)
+  student, teacher = match_spatial(*float32_pair(student, teacher))
   flat = lambda f: l2_normalize(jnp.swapaxes(f.reshape(f.shape[0], -1, f.shape[-1]), 1, 2))
   s, t = flat(student), flat(teacher)
   return _poly_kernel_mean(t, t) + _poly_kernel_mean(s, s) - 2 * _poly_kernel_mean(s, t)
@@ -168,12 +179,9 @@ def factor_transfer(student_factor: Array, teacher_factor: Array, *,
   """
   if p not in (1, 2):
     raise ValueError(f'factor_transfer: p must be 1 or 2; got {p!r}.')
-  if student_factor.shape != teacher_factor.shape:
-    raise ValueError(f'factor_transfer: student factor {student_factor.shape} and '
-                     f'teacher factor {teacher_factor.shape} must have the same shape.')
-  batch = student_factor.shape[0]
-  s = l2_normalize(as_float32(student_factor).reshape(batch, -1))
-  t = l2_normalize(jax.lax.stop_gradient(as_float32(teacher_factor)).reshape(batch, -1))
+  check_same_shape('factor_transfer', student_factor, teacher_factor)
+  s, t = (l2_normalize(f.reshape(f.shape[0], -1))
+          for f in float32_pair(student_factor, teacher_factor))
   return jnp.mean(jnp.abs(s - t)**p, axis=-1)
 
 
@@ -225,10 +233,8 @@ def activation_boundary(student: Array, teacher: Array, *,
     ``[B]`` float32: the sum over the non-batch axes (RepDistiller
     ``ABLoss.criterion_alternative_l2`` before its ``/ batch`` scaling).
   """
-  student, teacher = as_float32(student), jax.lax.stop_gradient(as_float32(teacher))
-  if student.shape != teacher.shape:
-    raise ValueError(f'activation_boundary: student {student.shape} and teacher '
-                     f'{teacher.shape} must have the same shape.')
+  student, teacher = float32_pair(student, teacher)
+  check_same_shape('activation_boundary', student, teacher)
   off = (student > -margin) & (teacher <= 0)
   on = (student <= margin) & (teacher > 0)
   loss = jnp.where(off, (student + margin)**2, 0.0) + jnp.where(on, (student - margin)**2, 0.0)
@@ -252,7 +258,7 @@ def variational_information(pred_mean: Array, target: Array,
   Returns:
     ``[B]`` float32 mean over ``H, W, C`` (RepDistiller ``VIDLoss``).
   """
-  pred_mean, target = as_float32(pred_mean), jax.lax.stop_gradient(as_float32(target))
+  pred_mean, target = float32_pair(pred_mean, target)
   if pred_mean.shape != target.shape or log_scale.shape != target.shape[-1:]:
     raise ValueError(f'variational_information: prediction {pred_mean.shape}, target '
                      f'{target.shape} and log_scale {log_scale.shape} do not fit.')

@@ -12,24 +12,18 @@ Embeddings are ``[B, D]``; feature maps ``[B, ...]`` are flattened.
 import jax
 import jax.numpy as jnp
 
-from distill_jax.losses.features import as_float32, l2_normalize
+from distill_jax.losses.features import as_float32, check_same_shape, float32_pair, l2_normalize
 from distill_jax.registry import register
 
 Array = jax.Array
 
 
 def _flat_pair(fn: str, student: Array, teacher: Array) -> tuple[Array, Array]:
-  student, teacher = as_float32(student), jax.lax.stop_gradient(as_float32(teacher))
+  student, teacher = float32_pair(student, teacher)
   if student.ndim < 2 or student.shape[0] != teacher.shape[0]:
     raise ValueError(f'{fn}: expects [B, ...] inputs with the same batch size; got '
                      f'student {student.shape} and teacher {teacher.shape}.')
   return student.reshape(student.shape[0], -1), teacher.reshape(teacher.shape[0], -1)
-
-
-def _same_shape(fn: str, student: Array, teacher: Array) -> None:
-  if student.shape != teacher.shape:
-    raise ValueError(f'{fn}: student {student.shape} and teacher {teacher.shape} '
-                     'must have the same shape.')
 
 
 def normalized_gram(features: Array) -> Array:
@@ -161,7 +155,7 @@ def correlation_congruence(student: Array, teacher: Array) -> Array:
     mean is RepDistiller ``Correlation``.
   """
   s, t = as_float32(student), as_float32(teacher)
-  _same_shape('correlation_congruence', s, t)
+  check_same_shape('correlation_congruence', s, t)
   delta = jnp.abs(s - t).reshape(s.shape[0], -1)
   return jnp.sum(delta[:-1] * delta[1:], axis=-1)
 
@@ -174,13 +168,17 @@ def _pearson_distance(a: Array, b: Array) -> Array:
   return 1.0 - cosine
 
 
-def _tempered_probabilities(fn: str, student_logits: Array, teacher_logits: Array,
-                            temperature: float) -> tuple[Array, Array]:
+def _dist_relation(fn: str, student_logits: Array, teacher_logits: Array, temperature: float,
+                   *, per_class: bool) -> Array:
+  """``T**2 (1 - pearson)`` of the tempered probabilities, per example or per class."""
   if not temperature > 0:
     raise ValueError(f'{fn}: temperature must be > 0; got {temperature!r}.')
-  s, t = as_float32(student_logits), jax.lax.stop_gradient(as_float32(teacher_logits))
-  _same_shape(fn, s, t)
-  return jax.nn.softmax(s / temperature, -1), jax.nn.softmax(t / temperature, -1)
+  s, t = float32_pair(student_logits, teacher_logits)
+  check_same_shape(fn, s, t)
+  p_s, p_t = jax.nn.softmax(s / temperature, -1), jax.nn.softmax(t / temperature, -1)
+  if per_class:
+    p_s, p_t = p_s.T, p_t.T
+  return temperature**2 * _pearson_distance(p_s, p_t)
 
 
 @register('losses', 'dist_inter')
@@ -197,9 +195,8 @@ def inter_class_relation(student_logits: Array, teacher_logits: Array, *,
     ``[B]`` float32 in ``[0, 2 T**2]``; 0 when the tempered distributions
     agree up to a positive affine map (invariant to shifting logits).
   """
-  p_s, p_t = _tempered_probabilities('inter_class_relation', student_logits,
-                                     teacher_logits, temperature)
-  return temperature**2 * _pearson_distance(p_s, p_t)
+  return _dist_relation('inter_class_relation', student_logits, teacher_logits, temperature,
+                        per_class=False)
 
 
 @register('losses', 'dist_intra')
@@ -207,17 +204,12 @@ def intra_class_relation(student_logits: Array, teacher_logits: Array, *,
                          temperature: float = 1.0) -> Array:
   """DIST intra-class relation: ``T**2 (1 - pearson)`` of each class over the batch.
 
-  Args:
-    student_logits: ``[B, K]``.
-    teacher_logits: ``[B, K]``; never differentiated.
-    temperature: ``T > 0``.
-
-  Returns:
-    ``[K]`` float32, one value per class (the caller averages them).
+  Takes what ``inter_class_relation`` takes (logits ``[B, K]``, the teacher's
+  never differentiated, ``T > 0``); returns ``[K]`` float32, one value per
+  class (the caller averages them).
   """
-  p_s, p_t = _tempered_probabilities('intra_class_relation', student_logits,
-                                     teacher_logits, temperature)
-  return temperature**2 * _pearson_distance(p_s.T, p_t.T)
+  return _dist_relation('intra_class_relation', student_logits, teacher_logits, temperature,
+                        per_class=True)
 
 
 @register('losses', 'nce')

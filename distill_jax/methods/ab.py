@@ -16,7 +16,6 @@ to the objective from the start (weight ``weight``).
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
 from distill_jax import losses
 from distill_jax.methods import common
@@ -35,19 +34,12 @@ class ActivationBoundaries(common.Distiller):
     student_features / teacher_features: pre-activation layers.
   """
   method_name = 'ab'
+  stage_one_loss = 'ab'
+  positive_fields = ('margin',)
+  non_negative_fields = ('init_steps',)
   margin: float = 1.0
   init_steps: int = 0
   student_features: str = 'stages_preact'
-  teacher_features: str = ''
-
-  def __post_init__(self):
-    super().__post_init__()
-    common.base.check_number('ab.margin', self.margin, positive=True)
-    common.check_weights('ab', init_steps=self.init_steps)
-
-  def _pairs(self, student_features, teacher_features):
-    return common.pairs('ab', student_features, teacher_features,
-                        self.student_features, self.teacher_features)
 
   @staticmethod
   def _connector(t_shape) -> connectors.ConvRegressor:
@@ -55,29 +47,22 @@ class ActivationBoundaries(common.Distiller):
 
   def init_aux(self, rng, student_features, teacher_features):
     aux = {}
-    for (s, t), key in zip(self._pairs(student_features, teacher_features),
+    for (s, t), key in zip(self.layer_pairs(student_features, teacher_features),
                            jax.random.split(rng, 64)):
       s_shape, t_shape = student_features[s].shape, teacher_features[t].shape
-      if len(s_shape) != 4 or len(t_shape) != 4:
-        raise common.shape_error('ab', s, s_shape, t, t_shape,
-                                 'must both be feature maps [B, H, W, C]')
-      if tuple(s_shape[1:]) == tuple(t_shape[1:]):
-        continue
-      why = connectors.ConvRegressor.check(s_shape[1:], t_shape[1:])
-      if why:
-        raise common.shape_error('ab', s, s_shape, t, t_shape, why)
-      aux[s] = connectors.init(self._connector(t_shape), key, s_shape)
+      common.check_spatial('ab', s, s_shape, t, t_shape, regressor=True)
+      if tuple(s_shape[1:]) != tuple(t_shape[1:]):
+        aux[s] = connectors.init(self._connector(t_shape), key, s_shape)
     return aux
 
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    layer_pairs = self._pairs(student_out[1], teacher_out[1])
+  def term(self, student_features, teacher_features, aux):
+    layer_pairs = self.layer_pairs(student_features, teacher_features)
     n = len(layer_pairs)
     term = 0.0
     for i, (s, t) in enumerate(layer_pairs):
-      source, target = student_out[1][s], teacher_out[1][t]
+      source, target = student_features[s], teacher_features[t]
       if s in aux:
         source = connectors.apply(self._connector(target.shape), aux[s], source)
       boundary = losses.activation_boundary(source, target, margin=self.margin).mean()
       term += 2.0**(i - n + 1) * boundary * 3 / 1000
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch, term, {})
-    return jnp.where(common.stage_one(step, self.init_steps), term, total), metrics
+    return term, {}

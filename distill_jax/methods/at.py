@@ -23,20 +23,12 @@ class AttentionTransfer(common.Distiller):
     student_features / teacher_features: layers to match ('' = same spec).
   """
   method_name = 'at'
+  spatial = True
   weight: float = 1000.0
   p: float = 2.0
   student_features: str = 'stages'
-  teacher_features: str = ''
 
-  def init_aux(self, rng, student_features, teacher_features):
-    for s, t in common.pairs('at', student_features, teacher_features,
-                             self.student_features, self.teacher_features):
-      common.check_spatial('at', s, student_features[s].shape, t, teacher_features[t].shape)
-    return {}
-
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    del aux, step
-    term = sum(losses.attention_transfer(student_out[1][s], teacher_out[1][t], p=self.p).mean()
-               for s, t in common.pairs('at', student_out[1], teacher_out[1],
-                                        self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch, term, {})
+  def term(self, student_features, teacher_features, aux):
+    del aux
+    kernel = lambda s, t: losses.attention_transfer(s, t, p=self.p)
+    return self.layer_sum(kernel, student_features, teacher_features), {}

@@ -19,7 +19,7 @@ each example's position in the training split, for per-example state.
 
 Two-stage recipes (FitNet's hint stage, FT's paraphraser pre-training, AB's
 and FSP's initialisation) are expressed inside ``loss`` as a function of
-``step`` (``stage_one(step, init_steps)``), so the trainer stays one loop.
+``step`` (``common.Distiller.stage_one_loss``), so the trainer stays one loop.
 """
 
 import dataclasses

@@ -10,30 +10,20 @@ from distill_jax.methods import base
 from distill_jax.registry import register
 
 
-def hard_label_cross_entropy(logits: jax.Array, labels: jax.Array,
-                             label_smoothing: float = 0.0) -> jax.Array:
-  """Mean cross-entropy of ``logits`` [B, K] (fp32) against int ``labels`` [B]."""
-  logits = logits.astype(jnp.float32)
-  targets = optax.smooth_labels(
-      jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets).mean()
-
-
 def label_cross_entropy(logits: jax.Array, batch: dict[str, jax.Array],
                         label_smoothing: float = 0.0) -> jax.Array:
-  """Mean cross-entropy of ``logits`` [B, K] against the batch's labels.
+  """Mean cross-entropy of ``logits`` [B, K] (fp32) against the batch's labels.
 
-  Plain batches: ``hard_label_cross_entropy(logits, batch['label'])``. Mixed
-  batches (``data.mixing``: ``mix_label`` int [B], ``mix_weight`` float [B])
-  use the mixed targets ``w * onehot(label) + (1 - w) * onehot(mix_label)``.
+  Plain batches: the int labels ``label`` [B]. Mixed batches (``data.mixing``:
+  ``mix_label`` int [B], ``mix_weight`` float [B]) use the mixed targets
+  ``w * onehot(label) + (1 - w) * onehot(mix_label)``.
   """
-  if 'mix_label' not in batch:
-    return hard_label_cross_entropy(logits, batch['label'], label_smoothing)
   logits = logits.astype(jnp.float32)
   k = logits.shape[-1]
-  weight = batch['mix_weight'][:, None]
-  targets = (weight * jax.nn.one_hot(batch['label'], k) +
-             (1.0 - weight) * jax.nn.one_hot(batch['mix_label'], k))
+  targets = jax.nn.one_hot(batch['label'], k)
+  if 'mix_label' in batch:
+    weight = batch['mix_weight'][:, None]
+    targets = weight * targets + (1.0 - weight) * jax.nn.one_hot(batch['mix_label'], k)
   return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing)).mean()
 
 

@@ -42,7 +42,6 @@ import jax.numpy as jnp
 
 from distill_jax import losses
 from distill_jax.methods import common
-from distill_jax.methods import connectors
 from distill_jax.registry import register
 
 BANK_AXES = ('bank', 'embed')
@@ -79,11 +78,10 @@ def sample_negatives(key: jax.Array, labels: jax.Array, label_bank: jax.Array, *
 
 @register('methods', 'crd')
 @dataclasses.dataclass(frozen=True)
-class ContrastiveRepresentation(common.Distiller):
+class ContrastiveRepresentation(common.EmbeddingDistiller):
   """CRD.
 
-  Attributes (besides ``common.Distiller``'s):
-    embed_dim: embedding width (``feat_dim``).
+  Attributes (besides ``common.EmbeddingDistiller``'s):
     nce_k: negatives per example; must be below the training set size.
     nce_t: temperature of the contrast scores.
     nce_m: momentum of the bank updates, in [0, 1].
@@ -92,39 +90,21 @@ class ContrastiveRepresentation(common.Distiller):
     student_features / teacher_features: the embedded features.
   """
   method_name = 'crd'
+  positive_fields = ('embed_dim', 'nce_k', 'nce_t')
+  non_negative_fields = ('resample_rounds',)
   weight: float = 0.8
-  embed_dim: int = 128
   nce_k: int = 16384
   nce_t: float = 0.07
   nce_m: float = 0.5
   negatives: str = 'other_class'
   resample_rounds: int = 4
   student_features: str = 'pre_logits'
-  teacher_features: str = ''
 
   def __post_init__(self):
     super().__post_init__()
-    common.base.check_number('crd.embed_dim', self.embed_dim, positive=True)
-    common.base.check_number('crd.nce_k', self.nce_k, positive=True)
-    common.base.check_number('crd.nce_t', self.nce_t, positive=True)
     common.base.check_number('crd.nce_m', self.nce_m, unit_interval=True)
-    common.base.check_number('crd.resample_rounds', self.resample_rounds, non_negative=True)
     if self.negatives not in NEGATIVES:
       raise ValueError(f'crd.negatives={self.negatives!r}; choose one of {", ".join(NEGATIVES)}.')
-
-  def _pair(self, student_features, teacher_features):
-    (pair,) = common.pairs('crd', student_features, teacher_features,
-                           self.student_features, self.teacher_features)
-    return pair
-
-  def _embed(self) -> connectors.Embed:
-    return connectors.Embed(self.embed_dim)
-
-  def init_aux(self, rng, student_features, teacher_features):
-    s, t = self._pair(student_features, teacher_features)
-    s_rng, t_rng = jax.random.split(rng)
-    return {'embed_student': connectors.init(self._embed(), s_rng, student_features[s].shape),
-            'embed_teacher': connectors.init(self._embed(), t_rng, teacher_features[t].shape)}
 
   def init_state(self, rng, student_features, teacher_features, *, num_train):
     if self.nce_k >= num_train:
@@ -148,11 +128,7 @@ class ContrastiveRepresentation(common.Distiller):
   def loss_with_state(self, student_out, teacher_out, batch, aux, step, state):
     if 'index' not in batch:
       raise ValueError('crd needs batch["index"] (each example\'s row in the memory bank).')
-    s, t = self._pair(student_out[1], teacher_out[1])
-    v_s = connectors.apply(self._embed(), aux['embed_student'], student_out[1][s])
-    # The teacher's embedding is trained; the teacher net is not.
-    v_t = connectors.apply(self._embed(), aux['embed_teacher'],
-                           jax.lax.stop_gradient(teacher_out[1][t]))
+    v_s, v_t = self.embed(student_out[1], teacher_out[1], aux)
     rows = batch['index']
     num_data = state['bank_student'].shape[0]
     labels = batch['label'].astype(jnp.int32)

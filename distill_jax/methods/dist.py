@@ -36,8 +36,8 @@ class DIST(base.Method):
   temperature: float = 4.0
 
   def __post_init__(self):
-    common.check_weights('dist', ce_weight=self.ce_weight, beta=self.beta, gamma=self.gamma)
-    base.check_number('dist.temperature', self.temperature, positive=True)
+    common.check_numbers('dist', ce_weight=self.ce_weight, beta=self.beta, gamma=self.gamma)
+    common.check_numbers('dist', positive=True, temperature=self.temperature)
 
   def loss(self, student_out, teacher_out, batch, aux, step):
     del aux, step

@@ -71,9 +71,9 @@ class DecoupledKD(base.Method):
   warmup_steps: int = 0
 
   def __post_init__(self):
-    common.check_weights('dkd', ce_weight=self.ce_weight, alpha=self.alpha,
+    common.check_numbers('dkd', ce_weight=self.ce_weight, alpha=self.alpha,
                          beta=self.beta, warmup_steps=self.warmup_steps)
-    base.check_number('dkd.temperature', self.temperature, positive=True)
+    common.check_numbers('dkd', positive=True, temperature=self.temperature)
 
   def loss(self, student_out, teacher_out, batch, aux, step):
     del aux

@@ -12,8 +12,6 @@ CRD paper's cross-architecture pairs). RepDistiller's recipe is two-stage:
 
 import dataclasses
 
-import jax.numpy as jnp
-
 from distill_jax import losses
 from distill_jax.methods import common
 from distill_jax.registry import register
@@ -30,18 +28,14 @@ class FlowOfSolutionProcedure(common.Distiller):
       ones form the FSP pairs.
   """
   method_name = 'fsp'
+  stage_one_loss = 'fsp'
+  non_negative_fields = ('init_steps',)
   weight: float = 50.0
   init_steps: int = 0
   student_features: str = 'stem_and_stages'
-  teacher_features: str = ''
-
-  def __post_init__(self):
-    super().__post_init__()
-    common.check_weights('fsp', init_steps=self.init_steps)
 
   def _pairs(self, student_features, teacher_features):
-    layer_pairs = common.pairs('fsp', student_features, teacher_features,
-                               self.student_features, self.teacher_features)
+    layer_pairs = self.layer_pairs(student_features, teacher_features)
     if len(layer_pairs) < 2:
       raise ValueError(f'method \'fsp\' needs at least two layers; got {layer_pairs}.')
     return layer_pairs
@@ -58,11 +52,9 @@ class FlowOfSolutionProcedure(common.Distiller):
                            student_features[s_next].shape)
     return {}
 
-  def loss(self, student_out, teacher_out, batch, aux, step):
+  def term(self, student_features, teacher_features, aux):
     del aux
-    layer_pairs = self._pairs(student_out[1], teacher_out[1])
-    fs, ft = student_out[1], teacher_out[1]
-    term = sum(losses.fsp_distance((fs[s], fs[s_next]), (ft[t], ft[t_next])).mean()
-               for (s, t), (s_next, t_next) in zip(layer_pairs, layer_pairs[1:]))
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch, term, {})
-    return jnp.where(common.stage_one(step, self.init_steps), term, total), metrics
+    layer_pairs = self._pairs(student_features, teacher_features)
+    fs, ft = student_features, teacher_features
+    return sum(losses.fsp_distance((fs[s], fs[s_next]), (ft[t], ft[t_next])).mean()
+               for (s, t), (s_next, t_next) in zip(layer_pairs, layer_pairs[1:])), {}

@@ -34,33 +34,26 @@ class FactorTransfer(common.Distiller):
     student_features / teacher_features: one layer each.
   """
   method_name = 'ft'
+  stage_one_loss = 'reconstruction'
+  positive_fields = ('rate',)
+  non_negative_fields = ('init_steps',)
   weight: float = 200.0
   rate: float = 0.5
   p: int = 1
   init_steps: int = 0
   student_features: str = 'last_stage'
-  teacher_features: str = ''
 
   def __post_init__(self):
     super().__post_init__()
-    common.base.check_number('ft.rate', self.rate, positive=True)
-    common.check_weights('ft', init_steps=self.init_steps)
     if self.p not in (1, 2):
       raise ValueError(f'ft.p must be 1 or 2, got {self.p!r}.')
-
-  def _pair(self, student_features, teacher_features):
-    layer_pairs = common.pairs('ft', student_features, teacher_features,
-                               self.student_features, self.teacher_features)
-    if len(layer_pairs) != 1:
-      raise ValueError(f'method \'ft\' takes one layer pair; got {layer_pairs}.')
-    return layer_pairs[0]
 
   def _translator(self, teacher_channels: int) -> connectors.ConvStack:
     factor = int(teacher_channels * self.rate)
     return connectors.ConvStack((factor, factor, factor), batch_norm=True)
 
   def init_aux(self, rng, student_features, teacher_features):
-    s, t = self._pair(student_features, teacher_features)
+    s, t = self.layer_pair(student_features, teacher_features)
     s_shape, t_shape = student_features[s].shape, teacher_features[t].shape
     common.check_spatial('ft', s, s_shape, t, t_shape)
     if int(t_shape[-1] * self.rate) < 1:
@@ -70,9 +63,9 @@ class FactorTransfer(common.Distiller):
     return {'paraphraser': connectors.init(connectors.Paraphraser(self.rate), p_rng, t_shape),
             'translator': connectors.init(self._translator(t_shape[-1]), t_rng, s_shape)}
 
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    s, t = self._pair(student_out[1], teacher_out[1])
-    target = teacher_out[1][t]
+  def term(self, student_features, teacher_features, aux):
+    s, t = self.layer_pair(student_features, teacher_features)
+    target = teacher_features[t]
     paraphraser = connectors.Paraphraser(self.rate)
     _, reconstruction = connectors.apply(paraphraser, aux['paraphraser'], target)
     reconstruction_loss = jnp.mean((reconstruction - target.astype(jnp.float32))**2)
@@ -80,9 +73,7 @@ class FactorTransfer(common.Distiller):
     factor_t, _ = connectors.apply(paraphraser, jax.lax.stop_gradient(aux['paraphraser']),
                                    target)
     factor_s = connectors.apply(self._translator(target.shape[-1]), aux['translator'],
-                                student_out[1][s])
+                                student_features[s])
     factor_s, factor_t = losses.match_spatial(factor_s, factor_t)
     term = losses.factor_transfer(factor_s, factor_t, p=self.p).mean()
-    total, metrics = self.combine(student_out[0], teacher_out[0], batch, term,
-                                  {'reconstruction': reconstruction_loss})
-    return jnp.where(common.stage_one(step, self.init_steps), reconstruction_loss, total), metrics
+    return term, {'reconstruction': reconstruction_loss}

@@ -22,19 +22,10 @@ class NeuronSelectivityTransfer(common.Distiller):
     student_features / teacher_features: layers to match ('' = same spec).
   """
   method_name = 'nst'
+  spatial = True
   weight: float = 50.0
   student_features: str = 'stages'
-  teacher_features: str = ''
 
-  def init_aux(self, rng, student_features, teacher_features):
-    for s, t in common.pairs('nst', student_features, teacher_features,
-                             self.student_features, self.teacher_features):
-      common.check_spatial('nst', s, student_features[s].shape, t, teacher_features[t].shape)
-    return {}
-
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    del aux, step
-    term = sum(losses.neuron_selectivity_mmd(student_out[1][s], teacher_out[1][t]).mean()
-               for s, t in common.pairs('nst', student_out[1], teacher_out[1],
-                                        self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch, term, {})
+  def term(self, student_features, teacher_features, aux):
+    del aux
+    return self.layer_sum(losses.neuron_selectivity_mmd, student_features, teacher_features), {}

@@ -24,11 +24,8 @@ class ProbabilisticKT(common.Distiller):
   method_name = 'pkt'
   weight: float = 30000.0
   student_features: str = 'pre_logits'
-  teacher_features: str = ''
 
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    del aux, step
-    term = sum(losses.probabilistic_knowledge_transfer(student_out[1][s], teacher_out[1][t]).mean()
-               for s, t in common.pairs('pkt', student_out[1], teacher_out[1],
-                                        self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch, term, {})
+  def term(self, student_features, teacher_features, aux):
+    del aux
+    kernel = losses.probabilistic_knowledge_transfer
+    return self.layer_sum(kernel, student_features, teacher_features), {}

@@ -24,23 +24,14 @@ class RelationalKD(common.Distiller):
     student_features / teacher_features: the embeddings ('' = same spec).
   """
   method_name = 'rkd'
+  non_negative_fields = ('distance_weight', 'angle_weight')
   distance_weight: float = 25.0
   angle_weight: float = 50.0
   student_features: str = 'pre_logits'
-  teacher_features: str = ''
 
-  def __post_init__(self):
-    super().__post_init__()
-    common.check_weights('rkd', distance_weight=self.distance_weight,
-                         angle_weight=self.angle_weight)
-
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    del aux, step
-    distance = angle = 0.0
-    for s, t in common.pairs('rkd', student_out[1], teacher_out[1],
-                             self.student_features, self.teacher_features):
-      distance += losses.rkd_distance(student_out[1][s], teacher_out[1][t]).mean()
-      angle += losses.rkd_angle(student_out[1][s], teacher_out[1][t]).mean()
+  def term(self, student_features, teacher_features, aux):
+    del aux
+    distance = self.layer_sum(losses.rkd_distance, student_features, teacher_features)
+    angle = self.layer_sum(losses.rkd_angle, student_features, teacher_features)
     term = self.distance_weight * distance + self.angle_weight * angle
-    return self.combine(student_out[0], teacher_out[0], batch, term,
-                        {'rkd_distance': distance, 'rkd_angle': angle})
+    return term, {'rkd_distance': distance, 'rkd_angle': angle}

@@ -23,11 +23,7 @@ class SimilarityPreserving(common.Distiller):
   method_name = 'sp'
   weight: float = 3000.0
   student_features: str = 'last_stage'
-  teacher_features: str = ''
 
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    del aux, step
-    term = sum(losses.similarity_preserving(student_out[1][s], teacher_out[1][t]).mean()
-               for s, t in common.pairs('sp', student_out[1], teacher_out[1],
-                                        self.student_features, self.teacher_features))
-    return self.combine(student_out[0], teacher_out[0], batch, term, {})
+  def term(self, student_features, teacher_features, aux):
+    del aux
+    return self.layer_sum(losses.similarity_preserving, student_features, teacher_features), {}

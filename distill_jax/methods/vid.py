@@ -14,6 +14,7 @@ import dataclasses
 import jax
 
 from distill_jax import losses
+from distill_jax.losses.features import common_resolution
 from distill_jax.methods import common
 from distill_jax.methods import connectors
 from distill_jax.registry import register
@@ -30,38 +31,28 @@ class VariationalInformation(common.Distiller):
     student_features / teacher_features: layers to match ('' = same spec).
   """
   method_name = 'vid'
+  positive_fields = ('init_variance', 'eps')
   init_variance: float = 5.0
   eps: float = 1e-5
   student_features: str = 'stages'
-  teacher_features: str = ''
-
-  def __post_init__(self):
-    super().__post_init__()
-    common.base.check_number('vid.init_variance', self.init_variance, positive=True)
-    common.base.check_number('vid.eps', self.eps, positive=True)
-
-  def _pairs(self, student_features, teacher_features):
-    return common.pairs('vid', student_features, teacher_features,
-                        self.student_features, self.teacher_features)
 
   def _regressor(self, channels: int) -> connectors.VIDRegressor:
     return connectors.VIDRegressor(channels, self.init_variance, self.eps)
 
   def init_aux(self, rng, student_features, teacher_features):
     aux = {}
-    for (s, t), key in zip(self._pairs(student_features, teacher_features),
+    for (s, t), key in zip(self.layer_pairs(student_features, teacher_features),
                            jax.random.split(rng, 64)):
       s_shape, t_shape = student_features[s].shape, teacher_features[t].shape
       common.check_spatial('vid', s, s_shape, t, t_shape)
-      pooled = (s_shape[0], min(s_shape[1], t_shape[1]), min(s_shape[2], t_shape[2]), s_shape[3])
+      pooled = (s_shape[0], *common_resolution(s_shape, t_shape), s_shape[3])
       aux[s] = connectors.init(self._regressor(t_shape[-1]), key, pooled)
     return aux
 
-  def loss(self, student_out, teacher_out, batch, aux, step):
-    del step
+  def term(self, student_features, teacher_features, aux):
     term = 0.0
-    for s, t in self._pairs(student_out[1], teacher_out[1]):
-      source, target = losses.match_spatial(student_out[1][s], teacher_out[1][t])
+    for s, t in self.layer_pairs(student_features, teacher_features):
+      source, target = losses.match_spatial(student_features[s], teacher_features[t])
       mean, log_scale = connectors.apply(self._regressor(target.shape[-1]), aux[s], source)
       term += losses.variational_information(mean, target, log_scale, eps=self.eps).mean()
-    return self.combine(student_out[0], teacher_out[0], batch, term, {})
+    return term, {}
