@@ -18,6 +18,8 @@
 #      / step time / the GPU's bf16 peak (data sheet: 989 TFLOP/s for H100/H200
 #      SXM; the measured 8192^3 bf16 matmul is reported next to it).
 #      Target: >= 40% on an H100/H200.
+#   3. the Pallas large-vocabulary kernels compiled for the GPU (not interpret
+#      mode): tests/losses/test_large_vocab_pallas.py against the XLA path.
 # Results: benchmarks/results/gpu_kd_step.{json,md}, gpu_lm_135m.{json,md}.
 # This script has not been run yet: the machine it was written on has no GPU.
 set -euo pipefail
@@ -41,12 +43,12 @@ EOF
 # and let it use the latency-hiding scheduler / autotuning defaults otherwise.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
-echo "== 1/2 CPU-benchmark shapes on the GPU (float32) =="
+echo "== 1/3 CPU-benchmark shapes on the GPU (float32) =="
 timeout 130 "$PYTHON" -m benchmarks.run --suites=vision,lm --steps=20 --warmup=3 \
   --vision_columns=distill_jax,torch_eager --torch_device="$TORCH_DEVICE" \
   --out="$OUT/gpu_kd_step" || echo "step 1 failed or timed out (exit $?)"
 
-echo "== 2/2 LLM KD step MFU: SmolLM2-135M-architecture teacher, bf16, 16 x 2048 =="
+echo "== 2/3 LLM KD step MFU: SmolLM2-135M-architecture teacher, bf16, 16 x 2048 =="
 timeout 130 "$PYTHON" -m benchmarks.run --suites=lm --lm_preset=smollm2_135m --dtype=bfloat16 \
   --steps=20 --warmup=3 --torch_device="$TORCH_DEVICE" --out="$OUT/gpu_lm_135m" \
   || echo "step 2 failed or timed out (exit $?)"
@@ -71,4 +73,8 @@ if nominal:
   print(f"MFU vs data-sheet peak {nominal / 1e12:.0f} TFLOP/s: {100 * mfu:.1f}% "
         f"(target >= 40%: {'met' if mfu >= 0.4 else 'NOT met'})")
 EOF
+echo "== 3/3 Pallas large-vocabulary kernels on the GPU =="
+timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/losses/test_large_vocab_pallas.py \
+  || echo "step 3 failed or timed out (exit $?)"
+
 echo "gpu_check.sh done in $(( $(date +%s) - start )) s"

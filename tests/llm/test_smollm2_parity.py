@@ -60,3 +60,22 @@ def test_logits_and_greedy_answer_match_transformers(gguf_path):
                                SamplingParams(max_new_tokens=20))
   print(f'answer {texts[0]!r}, {stats["tokens_per_s"]:.1f} tokens/s (incl. compile)')
   assert texts[0] == ref_answer == 'The capital of France is Paris.'
+
+
+def test_scanned_smollm2_equals_unrolled(gguf_path):
+  """The scanned layout of the real model: logits within 1e-5, the same greedy answer."""
+  from distill_jax.llm.model import Llama
+  from distill_jax.llm.sampling import SamplingParams, generate_text
+  from distill_jax.llm.tokenizer import load_tokenizer
+  from distill_jax.llm.weights import load_gguf
+
+  tokenizer = load_tokenizer(gguf_path)
+  prompt = jnp.asarray([tokenizer.encode_chat(QUESTION)])
+  answers, logits = [], []
+  for scan in (False, True):
+    config, variables = load_gguf(gguf_path, scan_layers=scan)
+    logits.append(np.asarray(Llama(config).apply(variables, prompt)[0]))
+    answers.append(generate_text(Llama(config), variables, tokenizer, [QUESTION],
+                                 SamplingParams(max_new_tokens=20))[0][0])
+  np.testing.assert_allclose(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+  assert answers[1] == answers[0] == 'The capital of France is Paris.'
