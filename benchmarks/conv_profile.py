@@ -48,6 +48,7 @@ import time
 from absl import app
 from absl import flags
 
+from benchmarks import report
 from benchmarks import xla_trace
 
 FLAGS = flags.FLAGS
@@ -356,13 +357,7 @@ def main(argv):
   if 'profile' in FLAGS.parts:
     results['profile'] = profile(workdir)
   results['loadavg_after'] = os.getloadavg()
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out + '.json', 'w') as f:
-    json.dump(results, f, indent=1)
-  table = markdown(results)
-  with open(FLAGS.out + '.md', 'w') as f:
-    f.write(table + '\n')
-  print(table)
+  report.write(FLAGS.out, results, markdown(results))
 
 
 if __name__ == '__main__':

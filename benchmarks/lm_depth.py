@@ -18,13 +18,13 @@ memory the logits are once the activations are rematerialized. Writes
 """
 
 import dataclasses
-import json
 import os
 
 from absl import app
 from absl import flags
 
 from benchmarks import jax_side
+from benchmarks import report
 
 flags.DEFINE_list('layers', ['4', '16', '32'], 'Depths (teacher and student blocks).')
 flags.DEFINE_string('kd_preset', 'smollm2_kd', 'LM_PRESETS entry of the fused vs '
@@ -71,12 +71,8 @@ def main(argv):
   for run in runs:
     rows.append(measure(*run))
     print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-  with open(FLAGS.out + '.json', 'w') as f:
-    json.dump({'shapes': dataclasses.asdict(jax_side.LMShapes()), 'rows': rows}, f, indent=1)
-  table = markdown(rows)
-  with open(FLAGS.out + '.md', 'w') as f:
-    f.write(table + '\n')
-  print(table)
+  report.write(FLAGS.out, {'shapes': dataclasses.asdict(jax_side.LMShapes()), 'rows': rows},
+               markdown(rows))
 
 
 if __name__ == '__main__':

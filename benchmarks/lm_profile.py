@@ -14,11 +14,11 @@ rest. Writes ``benchmarks/results/lm_profile.{json,md}``.
 
 import collections
 import dataclasses
-import json
 import os
 import re
 import sys
 
+from benchmarks import report
 from benchmarks import xla_trace
 
 OUT = os.path.join(os.path.dirname(__file__), 'results', 'lm_profile')
@@ -56,11 +56,7 @@ def main() -> None:
            '', '| category | thread s / step | share |', '|---|---|---|']
   lines += [f'| {k} | {v["s"]:.2f} | {100 * v["share"]:.0f}% |'
             for k, v in result['categories'].items()]
-  with open(OUT + '.json', 'w') as f:
-    json.dump(result, f, indent=1)
-  with open(OUT + '.md', 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  report.write(OUT, result, '\n'.join(lines))
 
 
 if __name__ == '__main__':

@@ -36,7 +36,6 @@ Writes ``<--out>.json`` (every step time, the machine, versions, load) and
 (``kd_step_quick`` with ``--quick``).
 """
 
-import json
 import os
 import platform
 import statistics
@@ -46,6 +45,8 @@ from typing import Any, Callable
 
 from absl import app
 from absl import flags
+
+from benchmarks import report
 
 FLAGS = flags.FLAGS
 
@@ -453,13 +454,7 @@ def _run(*, suites, steps, warmup, vision_columns, vision_teacher, vision_studen
     results['lm'] = lm_suite(shapes=lm_shapes or jax_side.LMShapes(), dtype=dtype,
                              warmup=warmup, rounds=steps, torch_compile=lm_torch_compile,
                              probe=probe, torch_device=torch_device)
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out + '.json', 'w') as f:
-    json.dump(results, f, indent=1)
-  table = markdown(results)
-  with open(out + '.md', 'w') as f:
-    f.write(table + '\n')
-  print(table, flush=True)
+  report.write(out, results, markdown(results))
   return results
 
 

@@ -63,7 +63,10 @@ def test_logits_and_greedy_answer_match_transformers(gguf_path):
 
 
 def test_scanned_smollm2_equals_unrolled(gguf_path):
-  """The scanned layout of the real model: logits within 1e-5, the same greedy answer."""
+  """The scanned layout of the real model: the same logits to float32 round-off, the
+  same greedy answer. Over 30 blocks XLA fuses the scanned and the unrolled
+  forward differently: the logits (up to ~30) differ by up to ~1e-4, 3e-6 of
+  their scale (the tiny model of test_model_scale.py agrees to 1e-5)."""
   from distill_jax.llm.model import Llama
   from distill_jax.llm.sampling import SamplingParams, generate_text
   from distill_jax.llm.tokenizer import load_tokenizer
@@ -77,5 +80,8 @@ def test_scanned_smollm2_equals_unrolled(gguf_path):
     logits.append(np.asarray(Llama(config).apply(variables, prompt)[0]))
     answers.append(generate_text(Llama(config), variables, tokenizer, [QUESTION],
                                  SamplingParams(max_new_tokens=20))[0][0])
-  np.testing.assert_allclose(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+  scale = float(np.abs(logits[0]).max())
+  print(f'max abs logit difference scanned vs unrolled: {np.abs(logits[1] - logits[0]).max():.2e}'
+        f' (max |logit| {scale:.1f})')
+  np.testing.assert_allclose(logits[1], logits[0], atol=1e-5 * scale, rtol=0)
   assert answers[1] == answers[0] == 'The capital of France is Paris.'
