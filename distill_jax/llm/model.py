@@ -48,7 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill_jax.losses.large_vocab import LinearLogits
+from distill_jax.losses.large_vocab import LinearLogits, softcap
 
 Array = jax.Array
 Dtype = Any
@@ -302,9 +302,7 @@ def _scaled_and_capped(logits: Array, config: LlamaConfig) -> Array:
   """``logit_scale`` then ``logit_softcap`` of float32 ``logits`` (``LlamaConfig``)."""
   if config.logit_scale != 1.0:
     logits = logits * config.logit_scale
-  if config.logit_softcap:
-    logits = config.logit_softcap * jnp.tanh(logits / config.logit_softcap)
-  return logits
+  return softcap(logits, config.logit_softcap)
 
 
 def linear_logits(model: 'Llama', params: Any, pre_logits: Array,

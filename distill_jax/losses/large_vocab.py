@@ -162,17 +162,16 @@ def _combine_lse(parts: tuple[Array, Array],
   return big, jnp.log(jnp.where(total > 0, total, 1.0))
 
 
-def _tempered_logits(h: Array, w: Array, temperature: float, softcap: float,
-                     where: Array | None) -> Array:
-  """``softcap(dot(h, w)) / T`` in float32, masked classes ``-inf``: ``[C, D] x [D, V] -> [C, V]``.
+def softcap(logits: Array, cap: float) -> Array:
+  """``cap * tanh(logits / cap)`` (Gemma 2's ``final_logit_softcapping``); ``cap = 0``: unchanged."""
+  return cap * jnp.tanh(logits / cap) if cap else logits
 
-  ``softcap(z) = cap * tanh(z / cap)`` (Gemma 2's ``final_logit_softcapping``);
-  ``cap = 0`` leaves the logits as they are.
-  """
-  z = jnp.dot(h, w, preferred_element_type=jnp.float32)
-  if softcap:
-    z = softcap * jnp.tanh(z / softcap)
-  z = z / temperature
+
+def _tempered_logits(h: Array, w: Array, temperature: float, cap: float,
+                     where: Array | None) -> Array:
+  """``softcap(dot(h, w), cap) / T`` in float32, masked classes ``-inf``:
+  ``[C, D] x [D, V] -> [C, V]``."""
+  z = softcap(jnp.dot(h, w, preferred_element_type=jnp.float32), cap) / temperature
   return z if where is None else jnp.where(where, z, -jnp.inf)
 
 
@@ -894,8 +893,8 @@ class LinearLogits:
 
   def materialize(self) -> Array:
     """The float32 logits ``[..., V]`` (tests and small vocabularies)."""
-    z = jnp.dot(self.hidden, self.head, preferred_element_type=jnp.float32)
-    return self.softcap * jnp.tanh(z / self.softcap) if self.softcap else z
+    return softcap(jnp.dot(self.hidden, self.head, preferred_element_type=jnp.float32),
+                   self.softcap)
 
 
 def on_linear_logits(fn: Callable[..., Array], student: LinearLogits,
