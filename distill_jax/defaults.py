@@ -55,10 +55,15 @@ RENAMED = {
 # Logical axis -> mesh axis of the Llama (``llm/model.py``): FSDP shards the
 # embedding width, tensor parallelism the heads, the SwiGLU width and the
 # vocabulary (Megatron style); a scanned model's stacked layer axis stays whole.
+# The activations between blocks ``[B, T, D]`` are constrained to rows over the
+# batch axes, whole in length and width; ('activation_length', 'tensor') is
+# sequence parallelism. Rules that leave one of the three out constrain nothing.
 LM_RULES = (
     ('batch', ('data', 'fsdp')),
     ('embed', 'fsdp'), ('mlp', 'tensor'), ('heads', 'tensor'), ('kv_heads', 'tensor'),
     ('vocab', 'tensor'), ('head_dim', None), ('layers', None),
+    ('activation_batch', ('data', 'fsdp')), ('activation_length', None),
+    ('activation_embed', None),
 )
 
 

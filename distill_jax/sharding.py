@@ -6,6 +6,7 @@ maps them onto mesh axes, so data parallelism, FSDP and tensor parallelism are
 config edits. The global batch is split over ``('data', 'fsdp')``.
 """
 
+import contextlib
 import math
 from typing import Any, Sequence
 
@@ -80,6 +81,22 @@ def with_shardings(boxed_tree: Any, shardings: Any) -> Any:
   """``jax.ShapeDtypeStruct`` leaves of the unboxed ``boxed_tree`` carrying ``shardings``."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       nn.unbox(boxed_tree), shardings)
+
+
+@contextlib.contextmanager
+def activation_layout(mesh: Mesh | None, rules: Sequence[tuple[str, Any]]):
+  """Within it, the models' activation constraints (``nn.with_logical_constraint``)
+  map their logical axes through ``rules`` onto ``mesh``; outside it, or with
+  ``mesh`` None (one device, or inside ``shard_map``), they are no-ops.
+
+  Enter it while tracing a jitted step (it sets the abstract mesh only).
+  """
+  if mesh is None:
+    yield
+    return
+  with nn.logical_axis_rules([tuple(rule) for rule in rules]), \
+      jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    yield
 
 
 def bytes_per_device(tree: Any) -> int:

@@ -21,6 +21,12 @@ norm ``scale`` ``[D]``          ``('embed',)``
 ``lm_head`` ``[D, V]``          ``('embed', 'vocab')`` (untied only)
 ==============================  =====================================
 
+The activations between blocks (the embeddings, every block's output and
+``pre_logits``, ``[B, T, D]``) carry the logical axes ``('activation_batch',
+'activation_length', 'activation_embed')`` as sharding constraints; they apply
+within ``sharding.activation_layout`` (the train and eval steps under jit) when
+the rules name all three, and are no-ops otherwise.
+
 With ``LlamaConfig.scan_layers`` the blocks are one ``nn.scan`` (compile time
 flat in depth) and their parameters are stacked under ``layers`` with a
 leading ``[L]`` axis, logical name ``'layers'`` (``layers/attn/q`` ``[L, D,
@@ -128,6 +134,15 @@ _init = nn.initializers.normal(0.02)
 # LlamaConfig.remat -> the jax.checkpoint policy of a block (None: no remat).
 REMAT_POLICIES = {'none': None, 'full': jax.checkpoint_policies.nothing_saveable,
                   'save_dots': jax.checkpoint_policies.checkpoint_dots}
+
+
+ACTIVATION_AXES = ('activation_batch', 'activation_length', 'activation_embed')
+
+
+def constrain_activation(x: Array) -> Array:
+  """``x`` ``[B, T, D]`` constrained to the layout the rules give ``ACTIVATION_AXES``."""
+  return nn.with_logical_constraint(x, ACTIVATION_AXES,
+                                    fallback=nn.spmd.RulesFallback.NO_CONSTRAINT)
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...],
@@ -260,6 +275,7 @@ class Block(nn.Module):
         return_probs)
     x = x + attn_out
     x = x + SwiGLU(self.config, name='mlp', **kw)(RMSNorm(eps, name='mlp_norm', **kw)(x))
+    x = constrain_activation(x)
     return x, (x, probs, kv_cache)
 
 
@@ -356,7 +372,10 @@ class Llama(nn.Module):
 
   def _forward(self, tokens, positions, allowed, cache, return_attention, return_logits=True):
     c = self.config
-    x = self.embed(tokens)
+    # The table whole in width before the lookup (gathered under FSDP), so the
+    # looked-up rows can take the activation layout without a reshuffle.
+    table = nn.with_logical_constraint(self.embed.embedding, ('vocab', None))
+    x = constrain_activation(jnp.take(table.astype(self.dtype), tokens, axis=0))
     features = {'embed': x}
     cos, sin = rope_tables(positions, c.head_dim, c.rope_theta)
     index = None if cache is None else cache['index']
@@ -376,7 +395,7 @@ class Llama(nn.Module):
       features[f'hidden_{i}'] = hidden_i
       if return_attention:
         features[f'attn_{i}'] = probs_i
-    x = self.final_norm(x)
+    x = constrain_activation(self.final_norm(x))
     features['pre_logits'] = x
     if not return_logits:
       return None, features, new_layers

@@ -19,7 +19,7 @@ windows of the held-out plays.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ from distill_jax import methods
 from distill_jax import metrics as metrics_lib
 from distill_jax import optim
 from distill_jax import registry
+from distill_jax import sharding
 from distill_jax import state as state_lib
 from distill_jax import steps
 from distill_jax.data import logit_cache
@@ -111,10 +112,12 @@ def uses_fused_logits(config: ml_collections.ConfigDict, method: Method) -> bool
 
 
 def _forward(model: Llama, variables: Any, batch: base.Batch, fused: bool = False,
-             mesh: Any = None):
-  """``(logits [B, T, V] | LinearLogits, features)`` of ``model`` on ``batch``."""
-  logits, features = model.apply(variables, batch['inputs'], token_mask=batch['token_mask'],
-                                 return_logits=not fused)
+             mesh: Any = None, rules: Sequence[tuple[str, Any]] = ()):
+  """``(logits [B, T, V] | LinearLogits, features)`` of ``model`` on ``batch``;
+  with ``mesh``, its activations are laid out by ``rules`` (``sharding.activation_layout``)."""
+  with sharding.activation_layout(mesh, rules):
+    logits, features = model.apply(variables, batch['inputs'], token_mask=batch['token_mask'],
+                                   return_logits=not fused)
   if fused:
     logits = linear_logits(model, variables['params'], features['pre_logits'], mesh)
   return logits, features
@@ -130,7 +133,8 @@ def lm_batch(batch: base.Batch) -> base.Batch:
 def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
                student: Llama, teacher: Llama | None, method: Method,
                optimizer: optax.GradientTransformation, schedule, fused: bool = False,
-               mesh: Any = None, batch_axes: tuple[str, ...] | None = None,
+               mesh: Any = None, rules: Sequence[tuple[str, Any]] = (),
+               batch_axes: tuple[str, ...] | None = None,
                reduce_in_order: bool = False
                ) -> tuple[state_lib.DistillState, dict[str, jax.Array]]:
   """One update of the student on a batch of examples (``data.text`` layout).
@@ -145,13 +149,16 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
       ``tail_logprob`` ``[B, P + R - 1]``.
     teacher: the teacher model, or None when the method needs none.
     fused: hand the method both models' logits as ``LinearLogits`` (never
-      ``[B, T, V]``; ``uses_fused_logits``), run in ``shard_map`` over
-      ``mesh`` when it is set (jit: rows over the batch axes, ``V`` over
-      ``'tensor'``); None inside ``shard_map`` (``batch_axes``).
+      ``[B, T, V]``; ``uses_fused_logits``).
+    mesh, rules: under jit on several devices, the mesh and
+      ``config.sharding.rules``: the fused losses run in ``shard_map`` over
+      ``mesh`` (rows over the batch axes, ``V`` over ``'tensor'``) and the
+      models' activations are constrained by ``rules``; ``mesh`` is None
+      inside ``shard_map`` (``batch_axes``) and on one device.
     batch_axes, reduce_in_order: as ``steps.update`` (inside ``jax.shard_map``).
   """
   batch = lm_batch(batch)
-  forward = functools.partial(_forward, batch=batch, fused=fused, mesh=mesh)
+  forward = functools.partial(_forward, batch=batch, fused=fused, mesh=mesh, rules=rules)
   teacher_out = (None if teacher is None else
                  jax.lax.stop_gradient(forward(teacher, teacher_variables)))
   # Token methods average over this batch's distilled tokens. Inside shard_map
@@ -175,18 +182,20 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
 
 
 def eval_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
-              student: Llama, teacher: Llama | None) -> dict[str, jax.Array]:
+              student: Llama, teacher: Llama | None, mesh: Any = None,
+              rules: Sequence[tuple[str, Any]] = ()) -> dict[str, jax.Array]:
   """Sums over the real (``mask``) examples' response tokens: ``count``, ``nll``,
   and with a teacher ``teacher_nll``, ``agreement`` (same argmax) and ``kl``
   (KL(t || s), T=1) (``metrics.eval_summary`` turns them into means and
-  perplexities)."""
+  perplexities). ``mesh``, ``rules``: as ``train_step``."""
   joined = lm_batch(batch)
   mask = joined['loss_mask'] * batch['mask'][:, None].astype(jnp.float32)
-  logits = _forward(student, state.student_variables, joined)[0]
+  forward = functools.partial(_forward, batch=joined, mesh=mesh, rules=rules)
+  logits = forward(student, state.student_variables)[0]
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, joined['targets'])
   sums = {'count': mask.sum(), 'nll': jnp.sum(mask * nll)}
   if teacher is not None:
-    t_logits = _forward(teacher, teacher_variables, joined)[0]
+    t_logits = forward(teacher, teacher_variables)[0]
     t_nll = optax.softmax_cross_entropy_with_integer_labels(t_logits, joined['targets'])
     same = jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)
     sums.update(teacher_nll=jnp.sum(mask * t_nll), agreement=jnp.sum(mask * same),
@@ -292,6 +301,8 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
     teacher_name: names the teacher in error messages.
   """
   optimizer = optim.make_optimizer(config.optim, schedule)
+  layout = {'mesh': mesh if config.sharding.mode == 'auto' and mesh.size > 1 else None,
+            'rules': config.sharding.rules}
   length = abstract_batch['prompt'].shape[1] + abstract_batch['response'].shape[1] - 1
   sample = jnp.zeros((1, length), jnp.int32)
   teacher_features = jax.eval_shape(lambda v: teacher.apply(v, sample), teacher_variables)[1]
@@ -303,9 +314,8 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
       train_step=functools.partial(
           train_step, student=student, teacher=teacher if method.needs_teacher else None,
           method=method, optimizer=optimizer, schedule=schedule,
-          fused=uses_fused_logits(config, method),
-          mesh=mesh if config.sharding.mode == 'auto' and mesh.size > 1 else None),
-      eval_step=functools.partial(eval_step, student=student, teacher=teacher),
+          fused=uses_fused_logits(config, method), **layout),
+      eval_step=functools.partial(eval_step, student=student, teacher=teacher, **layout),
       teacher_variables=teacher_variables, abstract_batch=abstract_batch,
       model_names={'student': 'llama', 'teacher': teacher_name})
 

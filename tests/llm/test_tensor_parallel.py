@@ -54,6 +54,41 @@ def test_logits_match_one_device_and_params_are_split():
   np.testing.assert_allclose(many, one, atol=1e-5, rtol=1e-5)
 
 
+SEQUENCE_PARALLEL = tuple(r for r in defaults.LM_RULES if r[0] != 'activation_length') + (
+    ('activation_length', 'tensor'),)
+
+
+@pytest.mark.parametrize('rules,spec', [
+    (defaults.LM_RULES, '[{"data", "fsdp"}, {}, {}]'),
+    (SEQUENCE_PARALLEL, '[{"data", "fsdp"}, {"tensor"}, {}]'),
+    (tuple(r for r in defaults.LM_RULES if r[0] != 'activation_embed'), None)])
+def test_activations_between_blocks_are_constrained_by_the_rules(rules, spec):
+  """Embeddings, each block's output and pre_logits carry the rules' layout
+  (none when the rules leave an activation axis out); the logits are unchanged."""
+  mesh = sharding.make_mesh(MESH_8)
+  variables = random_variables(CONFIG)
+  tokens = _tokens((4, 12), 0)
+  model = Llama(CONFIG)
+
+  def forward(v, t):
+    with sharding.activation_layout(mesh, rules):
+      return model.apply(v, t)[0]
+
+  sharded = (jax.device_put(variables, param_shardings(CONFIG, mesh, defaults.LM_RULES)),
+             jax.device_put(tokens, sharding.batch_sharding(mesh)))
+  lowered = jax.jit(forward).lower(*sharded).as_text()
+  activation = f'tensor<4x12x{CONFIG.hidden_size}x'
+  constraints = [line for line in lowered.splitlines()
+                 if 'sdy.sharding_constraint' in line and activation in line]
+  if spec is None:
+    assert not constraints
+  else:
+    assert len(constraints) == CONFIG.num_layers + 2
+    assert all(spec in line for line in constraints), constraints
+  one = model.apply(variables, tokens)[0]
+  np.testing.assert_allclose(jax.jit(forward)(*sharded), one, atol=1e-5, rtol=1e-5)
+
+
 @pytest.fixture(scope='module')
 def teacher_gguf(tmp_path_factory):
   teacher_config = tiny_config(vocab_size=264, hidden_size=48, num_layers=1)
