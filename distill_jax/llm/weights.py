@@ -7,13 +7,18 @@ target dtype and places it (with its sharding, if given) before the next one is
 read, so the host never holds two full copies of the model.
 
 * **GGUF** (llama.cpp): tensors are dequantized with ``gguf.quants.dequantize``
-  (F32, F16, BF16, Q4_0, Q4_1, Q8_0; any other type is an error naming it).
-  llama.cpp's converter permuted the rows of ``attn_q``/``attn_k`` for its
-  interleaved RoPE; they are permuted back here for the rotate-half RoPE of
-  ``model.apply_rope``.
+  (``SUPPORTED_GGUF_TYPES``: the float types, the legacy quants and the
+  K-quants of Q4_K_M-style files; any other type is an error naming it).
+  For the ``llama`` architecture, llama.cpp's converter permuted the rows of
+  ``attn_q``/``attn_k`` for its interleaved RoPE; they are permuted back here
+  for the rotate-half RoPE of ``model.apply_rope``. ``qwen2`` files are not
+  permuted (llama.cpp runs Qwen2 with the rotate-half "NeoX" RoPE). Llama
+  3.1+'s RoPE scaling comes from the ``rope_freqs`` tensor, linear scaling
+  from ``rope.scaling.type`` / ``rope.scaling.factor``.
 * **safetensors**: a Hugging Face folder with ``config.json`` and
   ``model.safetensors`` (or a sharded ``model.safetensors.index.json``), Llama,
-  Qwen2 (q/k/v biases) and SmolLM naming.
+  Qwen2 (q/k/v biases) and SmolLM naming; ``rope_scaling`` (or
+  ``rope_parameters``) of type ``llama3`` or ``linear``.
 """
 
 import dataclasses
@@ -31,7 +36,10 @@ from distill_jax.llm.model import Llama, LlamaConfig
 
 Tensors = Iterator[tuple[str, Callable[[], Any]]]
 
-SUPPORTED_GGUF_TYPES = ('F32', 'F16', 'BF16', 'Q4_0', 'Q4_1', 'Q8_0')
+SUPPORTED_GGUF_TYPES = ('F32', 'F16', 'BF16', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0',
+                        'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K')
+# GGUF architectures whose q/k rows llama.cpp's converter permuted.
+_PERMUTED_ARCHITECTURES = ('llama',)
 
 # HF suffix of a block's tensor -> (our path inside ``layers_<i>``, transform
 # from the HF layout given the config).
@@ -162,6 +170,36 @@ def _build_params(config: LlamaConfig, tensors: Tensors, *, dtype: Any,
 # --------------------------------------------------------------------- GGUF
 
 
+def rope_freq_factors(scaling: dict[str, Any] | None, head_dim: int, theta: float,
+                      source: str = '') -> tuple[float, ...]:
+  """The ``Dh / 2`` frequency divisors (``LlamaConfig.rope_freq_factors``) of an
+  HF ``rope_scaling`` dict: ``llama3`` (Llama 3.1+: low frequencies divided by
+  ``factor``, high ones kept, a smooth ramp between) or ``linear`` (all divided
+  by ``factor``); () for none / ``default``.
+
+  Raises:
+    ValueError: another type (dynamic NTK, YaRN, LongRoPE...), naming ``source``.
+  """
+  kind = (scaling or {}).get('rope_type', (scaling or {}).get('type', 'default'))
+  if kind == 'default':
+    return ()
+  factor = float(scaling['factor'])
+  if kind == 'linear':
+    return (factor,) * (head_dim // 2)
+  if kind != 'llama3':
+    raise ValueError(f'{source}: RoPE scaling {scaling} is not supported (supported: '
+                     "'llama3', 'linear').")
+  context = float(scaling['original_max_position_embeddings'])
+  low, high = float(scaling['low_freq_factor']), float(scaling['high_freq_factor'])
+  inv_freq = 1.0 / theta**(np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+  wavelen = 2 * np.pi / inv_freq
+  smooth = (context / wavelen - low) / (high - low)
+  factors = np.where(wavelen < context / high, 1.0,
+                     np.where(wavelen > context / low, factor,
+                              1.0 / ((1 - smooth) / factor + smooth)))
+  return tuple(float(f) for f in factors)
+
+
 def _gguf_field(reader, key: str, default: Any = None) -> Any:
   field = reader.fields.get(key)
   return default if field is None else field.contents()
@@ -178,7 +216,17 @@ def gguf_config(reader, path: str = '') -> LlamaConfig:
   hidden = int(get('embedding_length'))
   tokens = _gguf_field(reader, 'tokenizer.ggml.tokens')
   vocab = get('vocab_size') or (len(tokens) if tokens else None)
-  names = {t.name for t in reader.tensors}
+  tensors = {t.name: t for t in reader.tensors}
+  names = set(tensors)
+  head_dim = int(get('attention.key_length', hidden // heads))
+  theta = float(get('rope.freq_base', 10000.0))
+  if 'rope_freqs.weight' in tensors:
+    factors = tuple(float(f) for f in np.asarray(tensors['rope_freqs.weight'].data).ravel())
+  else:
+    scaling = get('rope.scaling.type', 'none')
+    factors = rope_freq_factors(
+        None if scaling == 'none' else
+        {'type': scaling, 'factor': get('rope.scaling.factor', 1.0)}, head_dim, theta, path)
   return LlamaConfig(
       vocab_size=int(vocab),
       hidden_size=hidden,
@@ -186,8 +234,9 @@ def gguf_config(reader, path: str = '') -> LlamaConfig:
       num_layers=int(get('block_count')),
       num_heads=heads,
       num_kv_heads=int(get('attention.head_count_kv', heads)),
-      head_dim=int(get('attention.key_length', hidden // heads)),
-      rope_theta=float(get('rope.freq_base', 10000.0)),
+      head_dim=head_dim,
+      rope_theta=theta,
+      rope_freq_factors=factors,
       rms_norm_eps=float(get('attention.layer_norm_rms_epsilon', 1e-5)),
       tie_embeddings='output.weight' not in names,
       attention_bias='blk.0.attn_q.bias' in names,
@@ -210,6 +259,7 @@ def unpermute_rope_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
 
 def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
   import gguf  # pylint: disable=g-import-not-at-top
+  permuted = _gguf_field(reader, 'general.architecture') in _PERMUTED_ARCHITECTURES
   for tensor in reader.tensors:
     qtype = tensor.tensor_type
     if qtype.name not in SUPPORTED_GGUF_TYPES:
@@ -225,7 +275,7 @@ def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
         continue
       name = f'model.layers.{parts[1]}.{_GGUF_BLOCK_NAMES[parts[2]]}.{parts[3]}'
     heads = {'attn_q': config.num_heads, 'attn_k': config.num_kv_heads}.get(
-        tensor.name.split('.')[2] if tensor.name.startswith('blk.') else '')
+        tensor.name.split('.')[2] if permuted and tensor.name.startswith('blk.') else '')
 
     def read(tensor=tensor, heads=heads):
       # GGUF shapes are [ne0 (in), ne1 (out)]: reversed, the HF [out, in].
@@ -271,9 +321,11 @@ def hf_config(directory: str) -> LlamaConfig:
   if model_type not in ('llama', 'qwen2', 'mistral'):
     raise ValueError(f'{path}: model_type {model_type!r} is not a Llama-family '
                      "decoder this loader knows ('llama', 'qwen2', 'mistral').")
-  if hf.get('rope_scaling'):
-    raise ValueError(f'{path}: rope_scaling {hf["rope_scaling"]} is not supported.')
   heads = hf['num_attention_heads']
+  head_dim = hf.get('head_dim') or hf['hidden_size'] // heads
+  # transformers 5 writes rope_parameters (with rope_theta inside) for rope_scaling.
+  rope = hf.get('rope_parameters') or {}
+  theta = float(hf.get('rope_theta') or rope.get('rope_theta') or 10000.0)
   return LlamaConfig(
       vocab_size=hf['vocab_size'],
       hidden_size=hf['hidden_size'],
@@ -281,8 +333,9 @@ def hf_config(directory: str) -> LlamaConfig:
       num_layers=hf['num_hidden_layers'],
       num_heads=heads,
       num_kv_heads=hf.get('num_key_value_heads') or heads,
-      head_dim=hf.get('head_dim') or hf['hidden_size'] // heads,
-      rope_theta=float(hf.get('rope_theta', 10000.0)),
+      head_dim=head_dim,
+      rope_theta=theta,
+      rope_freq_factors=rope_freq_factors(hf.get('rope_scaling') or rope, head_dim, theta, path),
       rms_norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
       tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
       attention_bias=model_type == 'qwen2' or bool(hf.get('attention_bias')),

@@ -67,6 +67,9 @@ def to_hf(config: LlamaConfig, variables) -> dict[str, np.ndarray]:
     out[pre + 'self_attn.k_proj.weight'] = layer['attn']['k'].reshape(d, -1).T
     out[pre + 'self_attn.v_proj.weight'] = layer['attn']['v'].reshape(d, -1).T
     out[pre + 'self_attn.o_proj.weight'] = layer['attn']['o'].reshape(-1, d).T
+    if config.attention_bias:
+      for x in 'qkv':
+        out[pre + f'self_attn.{x}_proj.bias'] = layer['attn'][f'{x}_bias'].reshape(-1)
     out[pre + 'mlp.gate_proj.weight'] = layer['mlp']['gate'].T
     out[pre + 'mlp.up_proj.weight'] = layer['mlp']['up'].T
     out[pre + 'mlp.down_proj.weight'] = layer['mlp']['down'].T
