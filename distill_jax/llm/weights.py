@@ -42,41 +42,42 @@ SUPPORTED_GGUF_TYPES = ('F32', 'F16', 'BF16', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q
 _PERMUTED_ARCHITECTURES = ('llama',)
 
 # HF suffix of a block's tensor -> (our path inside ``layers_<i>``, transform
-# from the HF layout given the config).
+# from the HF layout given the config, transform back to it).
+_heads = lambda n: lambda w, c: w.T.reshape(c.hidden_size, getattr(c, n), c.head_dim)
+_flat_in = lambda w, c: w.reshape(c.hidden_size, -1).T       # [D, H, Dh] -> [H * Dh, D]
+_T = lambda w, c: w.T
+_same = lambda w, c: w
 _BLOCK = {
-    'self_attn.q_proj.weight': (('attn', 'q'), lambda w, c: w.T.reshape(
-        c.hidden_size, c.num_heads, c.head_dim)),
-    'self_attn.k_proj.weight': (('attn', 'k'), lambda w, c: w.T.reshape(
-        c.hidden_size, c.num_kv_heads, c.head_dim)),
-    'self_attn.v_proj.weight': (('attn', 'v'), lambda w, c: w.T.reshape(
-        c.hidden_size, c.num_kv_heads, c.head_dim)),
+    'self_attn.q_proj.weight': (('attn', 'q'), _heads('num_heads'), _flat_in),
+    'self_attn.k_proj.weight': (('attn', 'k'), _heads('num_kv_heads'), _flat_in),
+    'self_attn.v_proj.weight': (('attn', 'v'), _heads('num_kv_heads'), _flat_in),
     'self_attn.o_proj.weight': (('attn', 'o'), lambda w, c: w.T.reshape(
-        c.num_heads, c.head_dim, c.hidden_size)),
+        c.num_heads, c.head_dim, c.hidden_size), lambda w, c: w.reshape(-1, c.hidden_size).T),
     'self_attn.q_proj.bias': (('attn', 'q_bias'), lambda b, c: b.reshape(
-        c.num_heads, c.head_dim)),
+        c.num_heads, c.head_dim), lambda b, c: b.reshape(-1)),
     'self_attn.k_proj.bias': (('attn', 'k_bias'), lambda b, c: b.reshape(
-        c.num_kv_heads, c.head_dim)),
+        c.num_kv_heads, c.head_dim), lambda b, c: b.reshape(-1)),
     'self_attn.v_proj.bias': (('attn', 'v_bias'), lambda b, c: b.reshape(
-        c.num_kv_heads, c.head_dim)),
-    'mlp.gate_proj.weight': (('mlp', 'gate'), lambda w, c: w.T),
-    'mlp.up_proj.weight': (('mlp', 'up'), lambda w, c: w.T),
-    'mlp.down_proj.weight': (('mlp', 'down'), lambda w, c: w.T),
-    'input_layernorm.weight': (('attn_norm', 'scale'), lambda w, c: w),
-    'post_attention_layernorm.weight': (('mlp_norm', 'scale'), lambda w, c: w),
+        c.num_kv_heads, c.head_dim), lambda b, c: b.reshape(-1)),
+    'mlp.gate_proj.weight': (('mlp', 'gate'), _T, _T),
+    'mlp.up_proj.weight': (('mlp', 'up'), _T, _T),
+    'mlp.down_proj.weight': (('mlp', 'down'), _T, _T),
+    'input_layernorm.weight': (('attn_norm', 'scale'), _same, _same),
+    'post_attention_layernorm.weight': (('mlp_norm', 'scale'), _same, _same),
 }
 _TOP = {
-    'model.embed_tokens.weight': (('embed', 'embedding'), lambda w, c: w),
-    'model.norm.weight': (('final_norm', 'scale'), lambda w, c: w),
-    'lm_head.weight': (('lm_head',), lambda w, c: w.T),
+    'model.embed_tokens.weight': (('embed', 'embedding'), _same, _same),
+    'model.norm.weight': (('final_norm', 'scale'), _same, _same),
+    'lm_head.weight': (('lm_head',), _T, _T),
 }
 
 # GGUF tensor names (llama.cpp) -> HF names; ``{i}`` is the block index.
-_GGUF_NAMES = {
+GGUF_NAMES = {
     'token_embd.weight': 'model.embed_tokens.weight',
     'output_norm.weight': 'model.norm.weight',
     'output.weight': 'lm_head.weight',
 }
-_GGUF_BLOCK_NAMES = {
+GGUF_BLOCK_NAMES = {
     'attn_q': 'self_attn.q_proj', 'attn_k': 'self_attn.k_proj',
     'attn_v': 'self_attn.v_proj', 'attn_output': 'self_attn.o_proj',
     'ffn_gate': 'mlp.gate_proj', 'ffn_up': 'mlp.up_proj',
@@ -104,6 +105,26 @@ def _transform(name: str) -> Callable[[Any, LlamaConfig], Any]:
   if name in _TOP:
     return _TOP[name][1]
   return _BLOCK[name.split('.', 3)[3]][1]
+
+
+def hf_tensors(config: LlamaConfig, params: dict[str, Any]) -> dict[str, np.ndarray]:
+  """``params`` (unrolled or scanned, per ``config``) as float32 tensors under
+  Hugging Face names, in HF layout: the inverse of the loaders."""
+  out = {}
+  for name, (path, _, to_hf) in _TOP.items():
+    node = params
+    for key in path:
+      node = node.get(key) if isinstance(node, dict) else None
+    if node is not None:
+      out[name] = to_hf(np.asarray(node, np.float32), config)
+  for i in range(config.num_layers):
+    block = (jax.tree.map(lambda x: x[i], params['layers']) if config.scan_layers
+             else params[f'layers_{i}'])
+    for suffix, ((group, leaf), _, to_hf) in _BLOCK.items():
+      if leaf in block.get(group, {}):
+        out[f'model.layers.{i}.{suffix}'] = to_hf(np.asarray(block[group][leaf], np.float32),
+                                                  config)
+  return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
 def abstract_params(config: LlamaConfig) -> Any:
@@ -267,13 +288,13 @@ def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
           f'{path}: tensor {tensor.name!r} uses GGUF quantization type '
           f'{qtype.name}, which this loader does not support; supported: '
           f'{", ".join(SUPPORTED_GGUF_TYPES)}.')
-    if tensor.name in _GGUF_NAMES:
-      name = _GGUF_NAMES[tensor.name]
+    if tensor.name in GGUF_NAMES:
+      name = GGUF_NAMES[tensor.name]
     else:
       parts = tensor.name.split('.')
-      if parts[0] != 'blk' or parts[2] not in _GGUF_BLOCK_NAMES:
+      if parts[0] != 'blk' or parts[2] not in GGUF_BLOCK_NAMES:
         continue
-      name = f'model.layers.{parts[1]}.{_GGUF_BLOCK_NAMES[parts[2]]}.{parts[3]}'
+      name = f'model.layers.{parts[1]}.{GGUF_BLOCK_NAMES[parts[2]]}.{parts[3]}'
     heads = {'attn_q': config.num_heads, 'attn_k': config.num_kv_heads}.get(
         tensor.name.split('.')[2] if permuted and tensor.name.startswith('blk.') else '')
 

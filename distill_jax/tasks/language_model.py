@@ -19,7 +19,7 @@ windows of the held-out plays.
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from distill_jax import compile as compile_lib
+from distill_jax import defaults
 from distill_jax import methods
 from distill_jax import metrics as metrics_lib
 from distill_jax import optim
@@ -38,6 +39,7 @@ from distill_jax import steps
 from distill_jax.data import logit_cache
 from distill_jax.data import pipeline
 from distill_jax.data import text
+from distill_jax.llm import student_init
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama, LlamaConfig, linear_logits
 from distill_jax.llm.sampling import SamplingParams, generate
@@ -48,6 +50,7 @@ from distill_jax.tasks import base
 
 DATA_SOURCES = ('shakespeare', 'seqkd', 'logit_cache')
 LOGITS = ('auto', 'fused', 'materialized')
+STUDENT_INITS = ('random', 'teacher_layers', 'pretrained')
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -73,6 +76,14 @@ def check(config: ml_collections.ConfigDict) -> None:
   if config.train.lm_logits not in LOGITS:
     raise ValueError(f'train.lm_logits={config.train.lm_logits!r}: choose one of '
                      f'{", ".join(LOGITS)}.')
+  student = config.student
+  if student.init not in STUDENT_INITS:
+    raise ValueError(f'student.init={student.init!r}; choose one of {", ".join(STUDENT_INITS)}.')
+  if bool(student.init_layers) > (student.init == 'teacher_layers'):
+    raise ValueError('student.init_layers is for student.init=teacher_layers.')
+  if bool(student.pretrained) != (student.init == 'pretrained'):
+    raise ValueError('student.init=pretrained and student.pretrained (the checkpoint) go '
+                     'together.')
   if config.student.model != 'llama':
     raise ValueError(f'student.model={config.student.model!r}: language-model students are '
                      "'llama' (llm.model.Llama; its fields in student.kwargs).")
@@ -96,6 +107,112 @@ def student_config(config: ml_collections.ConfigDict, vocab_size: int) -> LlamaC
   except TypeError as e:
     fields = ', '.join(f.name for f in dataclasses.fields(LlamaConfig) if f.name != 'vocab_size')
     raise ValueError(f'student.kwargs: {e}; a llama student takes {fields}.') from e
+
+
+# The student.kwargs a teacher_layers / pretrained student may change (the rest is the source's).
+_LAYOUT_KWARGS = ('scan_layers', 'remat')
+
+ParamsFn = Callable[[Any], Any]  # the student's param shardings -> its initial params
+
+
+def _source_architecture(config: ml_collections.ConfigDict, source: LlamaConfig, what: str,
+                         allowed: tuple[str, ...]) -> dict[str, Any]:
+  """The ``student.kwargs`` a student built on ``source`` keeps: ``allowed`` keys.
+
+  Other keys must be at their defaults (then unused) or equal ``source``'s.
+  """
+  kwargs = config.student.kwargs.to_dict()
+  untouched = defaults.default_config('language_model').student.kwargs.to_dict()
+  unset = object()
+  clashes = [f'{k}={v!r} ({what}: {getattr(source, k, None)!r})' for k, v in kwargs.items()
+             if k not in allowed and v != untouched.get(k, unset)
+             and v != getattr(source, k, None)]
+  if clashes:
+    raise ValueError(f'student.init={config.student.init}: the architecture comes from '
+                     f'{what}, but student.kwargs sets {", ".join(clashes)}; only '
+                     f'{", ".join(allowed)} may change.')
+  return {k: kwargs[k] for k in allowed if k in kwargs}
+
+
+def student_architecture(config: ml_collections.ConfigDict, teacher_config: LlamaConfig
+                         ) -> tuple[LlamaConfig, tuple[int, ...] | str | None]:
+  """The student's ``LlamaConfig`` (``student.init``, ``student.kwargs``) and its
+  source: None (random), the teacher block indices (``teacher_layers``) or the
+  checkpoint path (``pretrained``). Reads no tensors."""
+  init = config.student.init
+  if init == 'random':
+    return student_config(config, teacher_config.vocab_size), None
+  if init == 'teacher_layers':
+    kept = _source_architecture(config, teacher_config, 'the teacher',
+                                _LAYOUT_KWARGS + ('num_layers',))
+    if config.student.init_layers:
+      layers = student_init.check_layers(config.student.init_layers, teacher_config.num_layers)
+      if kept.get('num_layers', len(layers)) not in (len(layers), defaults.default_config(
+          'language_model').student.kwargs.num_layers):
+        raise ValueError(f'student.kwargs.num_layers={kept["num_layers"]} but student.'
+                         f'init_layers names {len(layers)} blocks.')
+    else:
+      layers = student_init.evenly_spaced_layers(teacher_config.num_layers, kept['num_layers'])
+    return dataclasses.replace(teacher_config, **{**kept, 'num_layers': len(layers)}), layers
+  try:
+    path = weights.resolve_pretrained(config.student.pretrained)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f'student.pretrained: {e}') from e
+  pretrained = weights.pretrained_config(path)
+  if pretrained.vocab_size != teacher_config.vocab_size:
+    raise ValueError(f'student.pretrained={path}: its vocabulary has {pretrained.vocab_size} '
+                     f'tokens, the teacher\'s {teacher_config.vocab_size}; token-level '
+                     'distillation needs the same tokenizer.')
+  return dataclasses.replace(
+      pretrained, **_source_architecture(config, pretrained, path, _LAYOUT_KWARGS)), path
+
+
+def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_variables: Any,
+                    teacher_tokenizer: Tokenizer) -> tuple[LlamaConfig, ParamsFn | None, str]:
+  """The student's architecture, its initial params and a description (``student.init``).
+
+  Returns ``(config, params_fn, description)``: ``params_fn(shardings)`` gives
+  the initial ``params`` in the student's shardings (None: random init).
+  """
+  model_config, source = student_architecture(config, teacher.config)
+  if source is None:
+    return model_config, None, 'random init'
+  if config.student.init == 'teacher_layers':
+    select = functools.partial(student_init.teacher_layer_params, teacher_config=teacher.config,
+                               layers=source, student_config=model_config)
+    return model_config, (lambda shardings: jax.jit(select, out_shardings=shardings)(
+        teacher_variables['params'])), (
+            f'init: teacher blocks {list(source)} of {teacher.config.num_layers}')
+  try:
+    theirs = logit_cache.tokenizer_info(load_tokenizer(source))
+  except (ValueError, FileNotFoundError):
+    theirs = None  # No tokenizer in the checkpoint: the sizes are all there is to check.
+  ours = logit_cache.tokenizer_info(teacher_tokenizer)
+  if theirs is not None and theirs != ours:
+    raise ValueError(f'student.pretrained={source}: its tokenizer ({theirs.hash}) is not the '
+                     f'teacher\'s ({ours.hash}), though both have {model_config.vocab_size} '
+                     'tokens; token-level distillation needs the same tokenizer.')
+  note = '' if theirs else ' (no tokenizer in it: vocabulary checked by size)'
+  return model_config, (lambda shardings: weights.load_pretrained(
+      source, shardings={'params': shardings}, scan_layers=model_config.scan_layers)[1][
+          'params']), f'init: {source}{note}'
+
+
+def starting_from(compiled: compile_lib.Compiled, params_fn: ParamsFn) -> Callable[..., Any]:
+  """``compiled.init_fn`` with the student's params from ``params_fn`` (a fresh
+  run only: a resumed one restores its checkpoint instead)."""
+  shardings = jax.tree.map(lambda x: x.sharding, compiled.abstract_state.params)
+  want = jax.tree.structure(compiled.abstract_state.params)
+
+  def init_fn(rng):
+    state = compiled.init_fn(rng)
+    params = params_fn(shardings)
+    if jax.tree.structure(params) != want:
+      raise ValueError(f'The initial student params have the tree {jax.tree.structure(params)}'
+                       f', the student needs {want}.')
+    return state.replace(params=params)
+
+  return init_fn
 
 
 def uses_fused_logits(config: ml_collections.ConfigDict, method: Method) -> bool:
@@ -329,8 +446,9 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
   mesh = base.make_mesh(config, devices)
   path, teacher, teacher_variables = load_teacher(config, mesh)
   tokenizer = load_tokenizer(path)
-  student = Llama(student_config(config, teacher.config.vocab_size),
-                  dtype=jnp.dtype(config.student.dtype))
+  model_config, params_fn, init_description = initial_student(config, teacher,
+                                                              teacher_variables, tokenizer)
+  student = Llama(model_config, dtype=jnp.dtype(config.student.dtype))
   length = config.data.prompt_len + config.data.response_len
   for name, model_config in (('student', student.config), ('teacher', teacher.config)):
     if length > model_config.max_seq_len:
@@ -344,6 +462,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
                         teacher_variables=teacher_variables, method=method, schedule=schedule,
                         abstract_batch=batch_shapes(train_source, size),
                         num_train=num_train, teacher_name=path)
+  if params_fn is not None:
+    compiled = dataclasses.replace(compiled, init_fn=starting_from(compiled, params_fn))
 
   on_policy = None
   if config.on_policy.lam > 0:
@@ -373,7 +493,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
     return line + (f' | on-policy share {scalars["on_policy"]:.2f}' if on_policy else '')
 
   description = (
-      f'language_model: {path} -> llama student ({compiled.num_params:,} params), method '
+      f'language_model: {path} -> llama student ({compiled.num_params:,} params, '
+      f'{init_description}), method '
       f'{config.method.name}' + (f', on-policy lam={on_policy.lam}' if on_policy else '') +
       f'; {num_train:,} training examples ({config.data.name}), {steps_per_epoch} '
       f'steps/epoch, {total} steps of {size}')

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 import pytest
 
+from distill_jax.llm import export
+from distill_jax.llm import weights
 from distill_jax.llm.model import Llama, LlamaConfig
 
 SPECIALS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>']
@@ -54,34 +56,8 @@ def random_variables(config: LlamaConfig, seed: int = 0):
 
 
 def to_hf(config: LlamaConfig, variables) -> dict[str, np.ndarray]:
-  """Our params in Hugging Face names and layout."""
-  p = variables['params']
-  d = config.hidden_size
-  out = {'model.embed_tokens.weight': p['embed']['embedding'],
-         'model.norm.weight': p['final_norm']['scale']}
-  if not config.tie_embeddings:
-    out['lm_head.weight'] = p['lm_head'].T
-  for i in range(config.num_layers):
-    layer, pre = p[f'layers_{i}'], f'model.layers.{i}.'
-    out[pre + 'self_attn.q_proj.weight'] = layer['attn']['q'].reshape(d, -1).T
-    out[pre + 'self_attn.k_proj.weight'] = layer['attn']['k'].reshape(d, -1).T
-    out[pre + 'self_attn.v_proj.weight'] = layer['attn']['v'].reshape(d, -1).T
-    out[pre + 'self_attn.o_proj.weight'] = layer['attn']['o'].reshape(-1, d).T
-    if config.attention_bias:
-      for x in 'qkv':
-        out[pre + f'self_attn.{x}_proj.bias'] = layer['attn'][f'{x}_bias'].reshape(-1)
-    out[pre + 'mlp.gate_proj.weight'] = layer['mlp']['gate'].T
-    out[pre + 'mlp.up_proj.weight'] = layer['mlp']['up'].T
-    out[pre + 'mlp.down_proj.weight'] = layer['mlp']['down'].T
-    out[pre + 'input_layernorm.weight'] = layer['attn_norm']['scale']
-    out[pre + 'post_attention_layernorm.weight'] = layer['mlp_norm']['scale']
-  return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
-
-
-def permute_rope_rows(w: np.ndarray, heads: int) -> np.ndarray:
-  """llama.cpp's ``convert_hf_to_gguf`` permutation of q/k rows."""
-  return (w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
-          .swapaxes(1, 2).reshape(w.shape))
+  """Our params in Hugging Face names and layout (``weights.hf_tensors``)."""
+  return weights.hf_tensors(config, variables['params'])
 
 
 def write_gguf(path: str, config: LlamaConfig, variables, *, quant: str = 'F32',
@@ -123,9 +99,9 @@ def write_gguf(path: str, config: LlamaConfig, variables, *, quant: str = 'F32',
       parts = name.split('.')
       gname = f'blk.{parts[2]}.{block[".".join(parts[3:-1])]}.weight'
     if gname.endswith('attn_q.weight'):
-      value = permute_rope_rows(value, config.num_heads)
+      value = export.permute_rope_rows(value, config.num_heads)
     elif gname.endswith('attn_k.weight'):
-      value = permute_rope_rows(value, config.num_kv_heads)
+      value = export.permute_rope_rows(value, config.num_kv_heads)
     if value.ndim == 2 and quant != 'F32':
       w.add_tensor(gname, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
     else:
