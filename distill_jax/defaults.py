@@ -41,7 +41,7 @@ TASK_KEYS = {
                        'data.held_out', 'data.eval_windows', 'data.seqkd_name',
                        'teacher.pretrained', 'teacher.scan_layers', 'on_policy.',
                        'train.lm_logits', 'student.init', 'student.init_layers',
-                       'student.pretrained'),
+                       'student.pretrained', 'student.calibration_batches', 'train.report'),
 }
 
 # Keys of the former separate LM config (distill_jax/llm/config.py) -> their key here.
@@ -112,10 +112,14 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
                                    # optimizer state stay float32, losses are float32
   c.student.init = 'random'        # language models: random (student.kwargs) | teacher_layers
                                    # (the teacher's widths, embeddings, head and the blocks
-                                   # init_layers) | pretrained (the model student.pretrained);
-                                   # both take the architecture from the source: student.kwargs
-                                   # may then change only scan_layers, remat (and num_layers for
+                                   # init_layers) | pruned (every teacher block, cut to
+                                   # student.kwargs hidden_size / intermediate_size /
+                                   # num_kv_heads by activation importance) | pretrained (the
+                                   # model student.pretrained); all but random take the rest of
+                                   # the architecture from the source: student.kwargs may then
+                                   # change only scan_layers, remat (and num_layers for
                                    # teacher_layers); keys left at their defaults are not used
+  c.student.calibration_batches = 8  # pruned: train batches the importance is measured on
   c.student.init_layers = ()       # teacher_layers: the teacher's block indices, in order; () =
                                    # student.kwargs.num_layers of them evenly spaced
   c.student.pretrained = ''        # pretrained: a .gguf file, a Hugging Face folder or 'smollm2';
@@ -195,6 +199,9 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
   c.train.lm_logits = 'auto'       # language models: fused (the token loss from hidden states and
                                    # heads, never [B, T, V]: losses.large_vocab) | materialized |
                                    # auto (fused for the methods that have a fused form)
+  c.train.report = True           # language models: write report.md (and results.json's
+                                   # 'report') after the last step: size, greedy decoding speed,
+                                   # quality and answers, teacher beside student (llm/report.py)
   c.train.nan_policy = 'stop'      # NaN/Inf loss or gradient norm: the step never updates the
                                    # state; 'stop' = error naming the step and the last good
                                    # checkpoint (nothing saved after it), 'skip' = go on

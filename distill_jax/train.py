@@ -37,6 +37,7 @@ from distill_jax.tasks.base import Experiment
 from distill_jax.tasks.base import global_batch
 
 RESULTS_FILE = 'results.json'
+REPORT_FILE = 'report.md'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -193,9 +194,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
       manager.close()  # Waits for a save in flight.
   results.update(num_params=num_params, wall_time_s=time.time() - start_time,
                  steps=exp.total_steps, workdir=workdir)
+  markdown = results.pop('report_markdown', None)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
       json.dump(results, f, indent=2)
+    if markdown is not None:
+      with open(os.path.join(workdir, REPORT_FILE), 'w') as f:
+        f.write(markdown + '\n')
+      log(f'Report: {os.path.join(workdir, REPORT_FILE)}\n{markdown}')
   return results
 
 
@@ -319,4 +325,8 @@ def _train_loop(exp: Experiment, state, manager, writer, start_step: int,
   manager.wait_until_finished()
   if start_step >= total:
     summary = exp.evaluate(state)
-  return {'eval': summary, 'nonfinite_steps': guard.skipped}
+  results = {'eval': summary, 'nonfinite_steps': guard.skipped}
+  if exp.report is not None:
+    log('Writing the report (sizes, decoding speed, answers)...')
+    results['report'], results['report_markdown'] = exp.report(state, summary)
+  return results

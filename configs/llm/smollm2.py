@@ -27,8 +27,10 @@ Arguments:
   teacher      teacher weights: 'smollm2', a .gguf file or a HF folder.
   init         where the student starts (student.init): random (the 16M Llama
                above), teacher_layers (the teacher's widths, embeddings and
-               student_layers of its blocks, evenly spaced) or pretrained (the
-               model student=..., on the teacher's tokenizer).
+               student_layers of its blocks, evenly spaced), pruned (every
+               teacher block cut to the student.kwargs widths: d=256, SwiGLU 768,
+               2 KV heads unless overridden) or pretrained (the model
+               student=..., on the teacher's tokenizer).
   student_layers   blocks of a teacher_layers student (default 4).
   student      the pretrained student: 'smollm2', a .gguf file or a HF folder.
   steps, batch_size, learning_rate, seed.
@@ -94,5 +96,6 @@ def get_config(arg=None):
     config.train.eval_batch_size = 8
     config.train.log_every_steps = 1
     config.train.checkpoint_every_steps = 1
+    config.train.report = False  # tests/llm/test_report.py runs it
     config.optim.warmup_steps = 0
   return config

@@ -138,6 +138,45 @@ def _gguf_tokenizer(writer, tokenizer: Tokenizer) -> None:
     writer.add_chat_template(tokenizer.chat_template)
 
 
+def hf_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
+  """The HF-layout shape of every tensor ``weights.hf_tensors`` gives for ``config``."""
+  d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+  q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+  shapes = {'model.embed_tokens.weight': (v, d), 'model.norm.weight': (d,)}
+  if not config.tie_embeddings:
+    shapes['lm_head.weight'] = (v, d)
+  block = {'self_attn.q_proj.weight': (q, d), 'self_attn.k_proj.weight': (kv, d),
+           'self_attn.v_proj.weight': (kv, d), 'self_attn.o_proj.weight': (d, q),
+           'mlp.gate_proj.weight': (f, d), 'mlp.up_proj.weight': (f, d),
+           'mlp.down_proj.weight': (d, f), 'input_layernorm.weight': (d,),
+           'post_attention_layernorm.weight': (d,)}
+  if config.attention_bias:
+    block.update({'self_attn.q_proj.bias': (q,), 'self_attn.k_proj.bias': (kv,),
+                  'self_attn.v_proj.bias': (kv,)})
+  for i in range(config.num_layers):
+    shapes.update({f'model.layers.{i}.{k}': s for k, s in block.items()})
+  return shapes
+
+
+def _stored_as(shape: tuple[int, ...], tensor_type: str) -> str:
+  """The GGUF type ``write_gguf`` stores a tensor of HF ``shape`` in."""
+  if len(shape) == 2 and tensor_type == 'f16':
+    return 'F16'
+  if len(shape) == 2 and tensor_type == 'q8_0' and shape[1] % 32 == 0:
+    return 'Q8_0'
+  return 'F32'
+
+
+def gguf_tensor_bytes(config: LlamaConfig, tensor_type: str) -> int:
+  """Bytes of the tensor data ``write_gguf(..., tensor_type)`` writes (metadata aside)."""
+  import gguf  # pylint: disable=g-import-not-at-top
+  total = 4 * len(config.rope_freq_factors)
+  for shape in hf_shapes(config).values():
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[_stored_as(shape, tensor_type)]]
+    total += int(np.prod(shape)) // block * size
+  return total
+
+
 def write_gguf(out: str, config: LlamaConfig, params: dict[str, Any], tokenizer: Tokenizer,
                tensor_type: str = 'f32') -> None:
   """Writes ``out`` (a ``.gguf`` file) in llama.cpp's layout, 2-D tensors as
@@ -178,9 +217,10 @@ def write_gguf(out: str, config: LlamaConfig, params: dict[str, Any], tokenizer:
       value = permute_rope_rows(value, config.num_heads)
     elif arch == 'llama' and '.attn_k.' in gname:
       value = permute_rope_rows(value, config.num_kv_heads)
-    if value.ndim == 2 and tensor_type == 'f16':
+    stored = _stored_as(value.shape, tensor_type)
+    if stored == 'F16':
       w.add_tensor(gname, value.astype(np.float16))
-    elif value.ndim == 2 and tensor_type == 'q8_0' and value.shape[1] % 32 == 0:
+    elif stored == 'Q8_0':
       qtype = gguf.GGMLQuantizationType.Q8_0
       w.add_tensor(gname, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
     else:

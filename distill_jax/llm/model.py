@@ -153,6 +153,14 @@ def constrain_activation(x: Array) -> Array:
                                     fallback=nn.spmd.RulesFallback.NO_CONSTRAINT)
 
 
+def _sow_importance(module: nn.Module, x: Array) -> None:
+  """Sows ``mean |x|`` over all but the last axis as ``intermediates/importance``:
+  the activation statistics width pruning ranks channels by (``student_init``).
+  A no-op unless ``apply`` is called with ``mutable=['intermediates']``."""
+  module.sow('intermediates', 'importance',
+             jnp.mean(jnp.abs(x.astype(jnp.float32)), axis=tuple(range(x.ndim - 1))))
+
+
 def _param(module: nn.Module, name: str, shape: tuple[int, ...],
            axes: tuple[str | None, ...], init=_init) -> Array:
   return module.param(name, nn.with_logical_partitioning(init, axes), shape,
@@ -170,7 +178,9 @@ class RMSNorm(nn.Module):
     scale = _param(self, 'scale', (x.shape[-1],), ('embed',), nn.initializers.ones)
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (x32 * scale.astype(jnp.float32)).astype(self.dtype)
+    out = x32 * scale.astype(jnp.float32)
+    _sow_importance(self, out)
+    return out.astype(self.dtype)
 
 
 def rope_tables(positions: Array, head_dim: int, theta: float,
@@ -252,6 +262,7 @@ class Attention(nn.Module):
       probs = probs.reshape(b, h, t, -1)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None])
+    _sow_importance(self, jnp.linalg.norm(out.astype(jnp.float32), axis=-1))  # per head
     return jnp.einsum('bthk,hkd->btd', out, wo.astype(self.dtype)), probs, new_cache
 
 
@@ -268,7 +279,9 @@ class SwiGLU(nn.Module):
     up = _param(self, 'up', (d, f), ('embed', 'mlp')).astype(self.dtype)
     down = _param(self, 'down', (f, d), ('mlp', 'embed')).astype(self.dtype)
     x = x.astype(self.dtype)
-    return (jax.nn.silu(x @ gate) * (x @ up)) @ down
+    hidden = jax.nn.silu(x @ gate) * (x @ up)
+    _sow_importance(self, hidden)
+    return hidden @ down
 
 
 class Block(nn.Module):
@@ -301,7 +314,8 @@ def _blocks(config: LlamaConfig, **kw) -> nn.Module | list[nn.Module]:
   if not config.scan_layers:
     return [block(config, name=f'layers_{i}', **kw) for i in range(config.num_layers)]
   broadcast = nn.broadcast
-  return nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True},
+  return nn.scan(block, variable_axes={'params': 0, 'intermediates': 0},
+                 split_rngs={'params': True},
                  in_axes=(broadcast, broadcast, broadcast, 0, broadcast, broadcast),
                  length=config.num_layers,
                  metadata_params={nn.PARTITION_NAME: 'layers'})(config, name='layers', **kw)

@@ -45,6 +45,9 @@ class Experiment:
     prepare: ``(state, global batch, step) -> (batch, extra metrics)`` run on
       the host before each step (on-policy generation); None = the batch as is.
     context: the task's build context (classification: ``schemes.Context``).
+    report: ``(final state, last eval summary) -> (dict, markdown)`` run after
+      the last step: ``results.json``'s ``report`` and the workdir's
+      ``report.md``; None = no report.
   """
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
@@ -58,6 +61,7 @@ class Experiment:
   items_per_step: tuple[float, str]
   prepare: Callable[[Any, Batch, int], tuple[Batch, dict[str, float]]] | None = None
   context: Any = None
+  report: Callable[[Any, dict[str, float]], tuple[dict[str, Any], str]] | None = None
 
 
 def global_batch(local: Batch, batch_sharding: Any) -> dict[str, jax.Array]:

@@ -19,7 +19,8 @@ windows of the held-out plays.
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+import itertools
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,7 @@ from distill_jax import steps
 from distill_jax.data import logit_cache
 from distill_jax.data import pipeline
 from distill_jax.data import text
+from distill_jax.llm import report as report_lib
 from distill_jax.llm import student_init
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama, LlamaConfig, linear_logits
@@ -50,7 +52,7 @@ from distill_jax.tasks import base
 
 DATA_SOURCES = ('shakespeare', 'seqkd', 'logit_cache')
 LOGITS = ('auto', 'fused', 'materialized')
-STUDENT_INITS = ('random', 'teacher_layers', 'pretrained')
+STUDENT_INITS = ('random', 'teacher_layers', 'pruned', 'pretrained')
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -81,6 +83,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'student.init={student.init!r}; choose one of {", ".join(STUDENT_INITS)}.')
   if bool(student.init_layers) > (student.init == 'teacher_layers'):
     raise ValueError('student.init_layers is for student.init=teacher_layers.')
+  if student.init == 'pruned' and student.calibration_batches < 1:
+    raise ValueError(f'student.calibration_batches={student.calibration_batches}: a pruned '
+                     'student needs >= 1 batch to rank channels on.')
   if bool(student.pretrained) != (student.init == 'pretrained'):
     raise ValueError('student.init=pretrained and student.pretrained (the checkpoint) go '
                      'together.')
@@ -109,8 +114,10 @@ def student_config(config: ml_collections.ConfigDict, vocab_size: int) -> LlamaC
     raise ValueError(f'student.kwargs: {e}; a llama student takes {fields}.') from e
 
 
-# The student.kwargs a teacher_layers / pretrained student may change (the rest is the source's).
+# The student.kwargs a teacher_layers / pruned / pretrained student may change (the rest is
+# the source's), and the widths a pruned one is cut to.
 _LAYOUT_KWARGS = ('scan_layers', 'remat')
+_PRUNED_WIDTHS = ('hidden_size', 'intermediate_size', 'num_kv_heads')
 
 ParamsFn = Callable[[Any], Any]  # the student's param shardings -> its initial params
 
@@ -137,8 +144,8 @@ def _source_architecture(config: ml_collections.ConfigDict, source: LlamaConfig,
 def student_architecture(config: ml_collections.ConfigDict, teacher_config: LlamaConfig
                          ) -> tuple[LlamaConfig, tuple[int, ...] | str | None]:
   """The student's ``LlamaConfig`` (``student.init``, ``student.kwargs``) and its
-  source: None (random), the teacher block indices (``teacher_layers``) or the
-  checkpoint path (``pretrained``). Reads no tensors."""
+  source: None (random), the teacher block indices (``teacher_layers``),
+  ``'pruned'`` or the checkpoint path (``pretrained``). Reads no tensors."""
   init = config.student.init
   if init == 'random':
     return student_config(config, teacher_config.vocab_size), None
@@ -154,6 +161,18 @@ def student_architecture(config: ml_collections.ConfigDict, teacher_config: Llam
     else:
       layers = student_init.evenly_spaced_layers(teacher_config.num_layers, kept['num_layers'])
     return dataclasses.replace(teacher_config, **{**kept, 'num_layers': len(layers)}), layers
+  if init == 'pruned':
+    kept = _source_architecture(config, teacher_config, 'the teacher',
+                                _LAYOUT_KWARGS + _PRUNED_WIDTHS)
+    kept.setdefault('num_kv_heads', teacher_config.num_kv_heads)
+    for key in _PRUNED_WIDTHS:
+      kept.setdefault(key, getattr(teacher_config, key))
+      if not 1 <= kept[key] <= getattr(teacher_config, key):
+        raise ValueError(f'student.init=pruned: student.kwargs.{key}={kept[key]}; the teacher '
+                         f'has {getattr(teacher_config, key)} (prune to 1..that).')
+    per_group = teacher_config.num_heads // teacher_config.num_kv_heads
+    return dataclasses.replace(teacher_config, **kept, head_dim=teacher_config.head_dim,
+                               num_heads=kept['num_kv_heads'] * per_group), 'pruned'
   try:
     path = weights.resolve_pretrained(config.student.pretrained)
   except FileNotFoundError as e:
@@ -167,16 +186,48 @@ def student_architecture(config: ml_collections.ConfigDict, teacher_config: Llam
       pretrained, **_source_architecture(config, pretrained, path, _LAYOUT_KWARGS)), path
 
 
+def width_importance(teacher: Llama, teacher_variables: Any, local_batches: Iterator[base.Batch],
+                     batch_sharding: Any) -> dict[str, np.ndarray]:
+  """``student_init.width_importance`` of ``teacher`` summed over the batches."""
+
+  def one(batch):
+    joined = lm_batch(batch)
+    _, state = teacher.apply(teacher_variables, joined['inputs'],
+                             token_mask=joined['token_mask'], return_logits=False,
+                             mutable=['intermediates'])
+    return student_init.width_importance(state['intermediates'], teacher.config)
+
+  replicated = sharding.replicated(batch_sharding.mesh)
+  return jax.device_get(base.sum_over(local_batches, batch_sharding,
+                                      jax.jit(one, out_shardings=replicated)))
+
+
 def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_variables: Any,
-                    teacher_tokenizer: Tokenizer) -> tuple[LlamaConfig, ParamsFn | None, str]:
+                    teacher_tokenizer: Tokenizer,
+                    calibration: Callable[[], Iterator[base.Batch]] = lambda: iter(()),
+                    batch_sharding: Any = None) -> tuple[LlamaConfig, ParamsFn | None, str]:
   """The student's architecture, its initial params and a description (``student.init``).
 
   Returns ``(config, params_fn, description)``: ``params_fn(shardings)`` gives
   the initial ``params`` in the student's shardings (None: random init).
+  ``calibration()`` yields this process's part of the batches a ``pruned``
+  student's importance is measured on (placed with ``batch_sharding``).
   """
   model_config, source = student_architecture(config, teacher.config)
   if source is None:
     return model_config, None, 'random init'
+  if source == 'pruned':
+    def pruned(shardings):
+      importance = width_importance(teacher, teacher_variables, calibration(), batch_sharding)
+      kept = student_init.kept_channels(importance, teacher.config, model_config)
+      select = functools.partial(student_init.pruned_params, teacher_config=teacher.config,
+                                 kept=kept, student_config=model_config)
+      return jax.jit(select, out_shardings=shardings)(teacher_variables['params'])
+    c = model_config
+    return model_config, pruned, (
+        f'init: the teacher pruned to width {c.hidden_size}, SwiGLU {c.intermediate_size}, '
+        f'{c.num_heads} heads / {c.num_kv_heads} KV heads by activations on '
+        f'{config.student.calibration_batches} batches')
   if config.student.init == 'teacher_layers':
     select = functools.partial(student_init.teacher_layer_params, teacher_config=teacher.config,
                                layers=source, student_config=model_config)
@@ -446,16 +497,24 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
   mesh = base.make_mesh(config, devices)
   path, teacher, teacher_variables = load_teacher(config, mesh)
   tokenizer = load_tokenizer(path)
-  model_config, params_fn, init_description = initial_student(config, teacher,
-                                                              teacher_variables, tokenizer)
+  train_source, eval_source = _sources(config, tokenizer)
+  size, num_train = config.train.batch_size, len(train_source)
+
+  def train_batches(start_step: int):
+    return pipeline.train_batches_of(
+        train_source, global_batch_size=size, seed=config.seed, start_step=start_step,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  model_config, params_fn, init_description = initial_student(
+      config, teacher, teacher_variables, tokenizer,
+      calibration=lambda: itertools.islice(train_batches(0), config.student.calibration_batches),
+      batch_sharding=sharding.batch_sharding(mesh))
   student = Llama(model_config, dtype=jnp.dtype(config.student.dtype))
   length = config.data.prompt_len + config.data.response_len
   for name, model_config in (('student', student.config), ('teacher', teacher.config)):
     if length > model_config.max_seq_len:
       raise ValueError(f'data.prompt_len + data.response_len = {length} tokens exceed the '
                        f'{name} context ({model_config.max_seq_len}).')
-  train_source, eval_source = _sources(config, tokenizer)
-  size, num_train = config.train.batch_size, len(train_source)
   steps_per_epoch, total, schedule = base.schedule_steps(
       config, num_train, f'data.name={config.data.name!r}')
   compiled = compile_lm(config, mesh, student=student, teacher=teacher,
@@ -472,11 +531,6 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
         seed=config.seed, sampling=SamplingParams(
             max_new_tokens=config.data.response_len, temperature=config.on_policy.temperature,
             top_k=config.on_policy.top_k, top_p=config.on_policy.top_p))
-
-  def train_batches(start_step: int):
-    return pipeline.train_batches_of(
-        train_source, global_batch_size=size, seed=config.seed, start_step=start_step,
-        process_index=jax.process_index(), process_count=jax.process_count())
 
   def evaluate(state: Any) -> dict[str, float]:
     local_batches = pipeline.eval_batches_of(
@@ -498,6 +552,14 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       f'{config.method.name}' + (f', on-policy lam={on_policy.lam}' if on_policy else '') +
       f'; {num_train:,} training examples ({config.data.name}), {steps_per_epoch} '
       f'steps/epoch, {total} steps of {size}')
+  def report(state: Any, summary: dict[str, float]) -> tuple[dict[str, Any], str]:
+    models = {'teacher': (teacher, compiled.teacher_variables),
+              'student': (student, state.student_variables)}
+    result = report_lib.distillation_report(models, tokenizer, summary)
+    return result, report_lib.markdown(result)
+
+  if config.train.report and jax.process_count() > 1:
+    description += '; train.report: the report runs on one process only, none is written'
   return base.Experiment(
       config=config, mesh=mesh, compiled=compiled, steps_per_epoch=steps_per_epoch,
       total_steps=total, description=description,
@@ -505,4 +567,5 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       items_per_step=(size * (length - 1), 'tokens'),
       prepare=(functools.partial(on_policy.prepare, student,
                                  compile_lib.placer(compiled.batch_sharding))
-               if on_policy else None))
+               if on_policy else None),
+      report=report if config.train.report and jax.process_count() == 1 else None)

@@ -7,12 +7,15 @@ every block kept, the student is the teacher (divergence 0 at step 0).
 clear error. Config mistakes fail before anything is loaded.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from distill_jax import train as train_lib
 from distill_jax.llm import student_init
+from distill_jax.llm.model import Llama
 from distill_jax.llm.weights import load_gguf
 from tests.llm.conftest import random_variables, tiny_config, write_gguf
 from tests.llm.test_run import _config, one_step
@@ -134,3 +137,55 @@ def test_pretrained_student_with_another_tokenizer_is_refused(teacher, tmp_path,
   with pytest.raises(ValueError, match="its tokenizer .* is not the teacher's .* both have 263"):
     train_lib.build(_config(teacher, **{'student.init': 'pretrained',
                                         'student.pretrained': path}))
+
+
+def _dead_teacher(scan=False):
+  """A 4-head / 2-KV-group teacher whose KV group 1 and SwiGLU channels 0..31
+  are dead (zero values / zero gate and up columns): they contribute nothing."""
+  config = dataclasses.replace(tiny_config(num_layers=2), scan_layers=scan)
+  params = jax.tree.map(np.array, random_variables(tiny_config(num_layers=2), seed=4)['params'])
+  for i in range(2):
+    layer = params[f'layers_{i}']
+    layer['attn']['v'][:, 1] = 0.0
+    layer['mlp']['gate'][:, :32] = 0.0
+    layer['mlp']['up'][:, :32] = 0.0
+  if scan:
+    params = {**{k: v for k, v in params.items() if not k.startswith('layers_')},
+              'layers': jax.tree.map(lambda *r: np.stack(r), params['layers_0'],
+                                     params['layers_1'])}
+  return config, params
+
+
+@pytest.mark.parametrize('scan', [False, True])
+def test_pruning_drops_the_dead_heads_and_channels_and_keeps_the_function(scan):
+  config, params = _dead_teacher(scan)
+  tokens = np.random.default_rng(0).integers(3, 200, (2, 12))
+  teacher = Llama(config)
+  logits, state = teacher.apply({'params': params}, tokens, mutable=['intermediates'])
+  importance = student_init.width_importance(state['intermediates'], config)
+  student_config = dataclasses.replace(config, num_kv_heads=1, num_heads=2,
+                                       intermediate_size=32)
+  kept = student_init.kept_channels(jax.device_get(importance), config, student_config)
+  for layer in kept['layers']:
+    np.testing.assert_array_equal(layer['groups'], [0])
+    np.testing.assert_array_equal(layer['heads'], [0, 1])
+    np.testing.assert_array_equal(layer['mlp'], np.arange(32, 64))
+  np.testing.assert_array_equal(kept['embed'], np.arange(config.hidden_size))
+  pruned = jax.jit(lambda p: student_init.pruned_params(p, config, kept, student_config))(params)
+  np.testing.assert_allclose(Llama(student_config).apply({'params': pruned}, tokens)[0],
+                             logits[0], atol=1e-5)
+
+
+def test_pruned_student_from_the_config(teacher):
+  exp, params = _initial_params(_config(teacher, **{
+      'student.init': 'pruned', 'student.kwargs.num_layers': 4, 'student.kwargs.hidden_size': 24,
+      'student.kwargs.intermediate_size': 40, 'student.kwargs.num_kv_heads': 1,
+      'student.calibration_batches': 2}))
+  assert 'pruned to width 24, SwiGLU 40, 2 heads / 1 KV heads by activations on 2' in (
+      exp.description)
+  assert params['layers_3']['attn']['q'].shape == (24, 2, 8)
+  assert params['layers_0']['mlp']['down'].shape == (40, 24)
+  assert params['embed']['embedding'].shape == (263, 24)
+  with pytest.raises(ValueError, match='num_kv_heads=3; the teacher has 2'):
+    train_lib.build(_config(teacher, **{'student.init': 'pruned', 'student.kwargs.num_layers': 4,
+                                        'student.kwargs.num_kv_heads': 3}))
