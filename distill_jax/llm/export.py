@@ -177,34 +177,42 @@ def gguf_tensor_bytes(config: LlamaConfig, tensor_type: str) -> int:
   return total
 
 
-def write_gguf(out: str, config: LlamaConfig, params: dict[str, Any], tokenizer: Tokenizer,
-               tensor_type: str = 'f32') -> None:
-  """Writes ``out`` (a ``.gguf`` file) in llama.cpp's layout, 2-D tensors as
-  ``tensor_type`` (``GGUF_TYPES``)."""
+def gguf_writer(out: str, config: LlamaConfig, tokenizer: Tokenizer | None,
+                tensor_type: str = 'f32'):
+  """A ``gguf.GGUFWriter`` for ``out`` holding ``config``'s metadata (and the
+  tokenizer's, unless None); the caller adds the tensors and writes the file."""
   import gguf  # pylint: disable=g-import-not-at-top
-  if tensor_type not in GGUF_TYPES:
-    raise ValueError(f'tensor_type={tensor_type!r}; choose one of {", ".join(GGUF_TYPES)}.')
   arch = _architecture(config)
   w = gguf.GGUFWriter(out, arch)
-  w.add_block_count(config.num_layers)
-  w.add_context_length(config.max_seq_len)
-  w.add_embedding_length(config.hidden_size)
-  w.add_feed_forward_length(config.intermediate_size)
-  w.add_head_count(config.num_heads)
-  w.add_head_count_kv(config.num_kv_heads)
-  w.add_key_length(config.head_dim)
-  w.add_value_length(config.head_dim)
-  w.add_rope_dimension_count(config.head_dim)
-  w.add_rope_freq_base(config.rope_theta)
-  w.add_layer_norm_rms_eps(config.rms_norm_eps)
-  w.add_vocab_size(config.vocab_size)
+  c = config
+  for key, value in (('block_count', c.num_layers), ('context_length', c.max_seq_len),
+                     ('embedding_length', c.hidden_size),
+                     ('feed_forward_length', c.intermediate_size), ('head_count', c.num_heads),
+                     ('head_count_kv', c.num_kv_heads), ('key_length', c.head_dim),
+                     ('value_length', c.head_dim), ('rope_dimension_count', c.head_dim),
+                     ('rope_freq_base', c.rope_theta), ('layer_norm_rms_eps', c.rms_norm_eps),
+                     ('vocab_size', c.vocab_size)):
+    getattr(w, f'add_{key}')(value)
   w.add_file_type({'f32': gguf.LlamaFileType.ALL_F32, 'f16': gguf.LlamaFileType.MOSTLY_F16,
                    'q8_0': gguf.LlamaFileType.MOSTLY_Q8_0}[tensor_type])
   if config.logit_scale != 1.0:
     w.add_float32(f'{arch}.logit_scale', config.logit_scale)
   if config.logit_softcap:
     w.add_float32(f'{arch}.final_logit_softcapping', config.logit_softcap)
-  _gguf_tokenizer(w, tokenizer)
+  if tokenizer is not None:
+    _gguf_tokenizer(w, tokenizer)
+  return w
+
+
+def write_gguf(out: str, config: LlamaConfig, params: dict[str, Any],
+               tokenizer: Tokenizer | None, tensor_type: str = 'f32') -> None:
+  """Writes ``out`` (a ``.gguf`` file) in llama.cpp's layout, 2-D tensors as
+  ``tensor_type`` (``GGUF_TYPES``); ``tokenizer`` None writes no tokenizer."""
+  import gguf  # pylint: disable=g-import-not-at-top
+  if tensor_type not in GGUF_TYPES:
+    raise ValueError(f'tensor_type={tensor_type!r}; choose one of {", ".join(GGUF_TYPES)}.')
+  arch = _architecture(config)
+  w = gguf_writer(out, config, tokenizer, tensor_type)
   if config.rope_freq_factors:
     w.add_tensor('rope_freqs.weight', np.asarray(config.rope_freq_factors, np.float32))
   for name, value in weights.hf_tensors(config, params).items():

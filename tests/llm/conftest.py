@@ -1,7 +1,9 @@
 """Tiny Llama fixtures: a random model and GGUF / safetensors files written from it."""
 
+import functools
 import json
 import os
+import tempfile
 
 import flax.linen as nn
 import jax
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from distill_jax.llm import export
+from distill_jax.llm import tokenizer
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama, LlamaConfig
 
@@ -60,56 +63,33 @@ def to_hf(config: LlamaConfig, variables) -> dict[str, np.ndarray]:
   return weights.hf_tensors(config, variables['params'])
 
 
-def write_gguf(path: str, config: LlamaConfig, variables, *, quant: str = 'F32',
-               with_tokenizer: bool = True) -> None:
-  """A llama.cpp-style GGUF of the tiny model (q/k rows permuted)."""
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer():
+  """The byte-level BPE of TOKENS / MERGES, read back from a tokenizer-only GGUF."""
   import gguf
+  path = os.path.join(tempfile.mkdtemp(prefix='tiny_tokenizer_'), 'tokenizer.gguf')
   w = gguf.GGUFWriter(path, 'llama')
-  w.add_block_count(config.num_layers)
-  w.add_context_length(config.max_seq_len)
-  w.add_embedding_length(config.hidden_size)
-  w.add_feed_forward_length(config.intermediate_size)
-  w.add_head_count(config.num_heads)
-  w.add_head_count_kv(config.num_kv_heads)
-  w.add_rope_freq_base(config.rope_theta)
-  w.add_layer_norm_rms_eps(config.rms_norm_eps)
-  w.add_vocab_size(config.vocab_size)
-  if config.logit_softcap:
-    w.add_float32('llama.final_logit_softcapping', config.logit_softcap)
-  if with_tokenizer:
-    w.add_tokenizer_model('gpt2')
-    w.add_tokenizer_pre('smollm')
-    w.add_token_list(TOKENS)
-    w.add_token_types([3] * len(SPECIALS) + [1] * (len(TOKENS) - len(SPECIALS)))
-    w.add_token_merges(MERGES)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_chat_template(CHAT_TEMPLATE)
-  names = {'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight':
-           'output_norm.weight', 'lm_head.weight': 'output.weight'}
-  block = {'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k',
-           'self_attn.v_proj': 'attn_v', 'self_attn.o_proj': 'attn_output',
-           'mlp.gate_proj': 'ffn_gate', 'mlp.up_proj': 'ffn_up', 'mlp.down_proj': 'ffn_down',
-           'input_layernorm': 'attn_norm', 'post_attention_layernorm': 'ffn_norm'}
-  qtype = gguf.GGMLQuantizationType[quant]
-  for name, value in to_hf(config, variables).items():
-    if name in names:
-      gname = names[name]
-    else:
-      parts = name.split('.')
-      gname = f'blk.{parts[2]}.{block[".".join(parts[3:-1])]}.weight'
-    if gname.endswith('attn_q.weight'):
-      value = export.permute_rope_rows(value, config.num_heads)
-    elif gname.endswith('attn_k.weight'):
-      value = export.permute_rope_rows(value, config.num_kv_heads)
-    if value.ndim == 2 and quant != 'F32':
-      w.add_tensor(gname, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
-    else:
-      w.add_tensor(gname, value)
+  w.add_tokenizer_model('gpt2')
+  w.add_tokenizer_pre('smollm')
+  w.add_token_list(TOKENS)
+  w.add_token_types([3] * len(SPECIALS) + [1] * (len(TOKENS) - len(SPECIALS)))
+  w.add_token_merges(MERGES)
+  w.add_bos_token_id(1)
+  w.add_eos_token_id(2)
+  w.add_chat_template(CHAT_TEMPLATE)
   w.write_header_to_file()
   w.write_kv_data_to_file()
   w.write_tensors_to_file()
   w.close()
+  return tokenizer.from_gguf(path)
+
+
+def write_gguf(path: str, config: LlamaConfig, variables, *, quant: str = 'F32',
+               with_tokenizer: bool = True) -> None:
+  """A llama.cpp-style GGUF of the tiny model (``export.write_gguf``, 2-D
+  tensors as ``quant``) with the tiny tokenizer."""
+  export.write_gguf(path, config, variables['params'],
+                    tiny_tokenizer() if with_tokenizer else None, quant.lower())
 
 
 def write_safetensors(directory: str, config: LlamaConfig, variables) -> None:

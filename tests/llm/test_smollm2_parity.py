@@ -85,3 +85,48 @@ def test_scanned_smollm2_equals_unrolled(gguf_path):
         f' (max |logit| {scale:.1f})')
   np.testing.assert_allclose(logits[1], logits[0], atol=1e-5 * scale, rtol=0)
   assert answers[1] == answers[0] == 'The capital of France is Paris.'
+
+
+def test_smollm2_sized_student_exports_to_transformers(gguf_path, tmp_path):
+  """A SmolLM2-wide student (10 of the 30 blocks, 63.7M params) through both
+  export formats: transformers' logits equal ours to float32 round-off (1e-5
+  of the logit scale: ~1.5e-4 at |logit| 23.5, as the teacher's own parity
+  above), from the HF folder and from the q8_0 GGUF (both sides reading the
+  same quantized weights; the q8_0 error itself is printed), and the tokenizer
+  encodes the chat prompt alike."""
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  import dataclasses
+  import jax
+  from distill_jax.llm import export
+  from distill_jax.llm import student_init
+  from distill_jax.llm.model import Llama
+  from distill_jax.llm.tokenizer import load_tokenizer
+  from distill_jax.llm.weights import load_gguf
+
+  config, variables = load_gguf(gguf_path)
+  layers = student_init.evenly_spaced_layers(config.num_layers, 10)
+  student = dataclasses.replace(config, num_layers=len(layers))
+  params = jax.device_get(student_init.teacher_layer_params(variables['params'], config,
+                                                            layers, student))
+  tokenizer = load_tokenizer(gguf_path)
+  prompt = tokenizer.encode_chat(QUESTION)
+  ours = np.asarray(Llama(student).apply({'params': params}, jnp.asarray([prompt]))[0])
+  folder = str(tmp_path / 'hf')
+  export.write_hf_folder(folder, student, params, tokenizer)
+  export.write_gguf(str(tmp_path / 'q8.gguf'), student, params, tokenizer, 'q8_0')
+  ref_tok = transformers.AutoTokenizer.from_pretrained(folder)
+  assert list(ref_tok.apply_chat_template(QUESTION, add_generation_prompt=True,
+                                          return_dict=True)['input_ids']) == prompt
+  q8_config, q8_variables = load_gguf(str(tmp_path / 'q8.gguf'))
+  ours_q8 = np.asarray(Llama(q8_config).apply(q8_variables, jnp.asarray([prompt]))[0])
+  scale = float(np.abs(ours).max())
+  print(f'q8_0 vs float32 (ours): max abs logit difference {np.abs(ours_q8 - ours).max():.2e}')
+  for kwargs, want in (({}, ours), ({'gguf_file': 'q8.gguf'}, ours_q8)):
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder if not kwargs else str(tmp_path), dtype=torch.float32, **kwargs).eval()
+    with torch.no_grad():
+      theirs = model(torch.tensor([prompt])).logits.numpy()
+    print(f'{kwargs or "hf"}: max abs logit difference {np.abs(theirs - want).max():.2e} '
+          f'(max |logit| {scale:.1f})')
+    np.testing.assert_allclose(theirs, want, atol=1e-5 * scale, rtol=0)

@@ -16,6 +16,7 @@ import gguf
 import numpy as np
 import pytest
 
+from distill_jax.llm import export
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama
 from tests.llm.conftest import random_variables, tiny_config, to_hf
@@ -101,19 +102,9 @@ def write_upstream_gguf(path, config, state_dict, arch, *, rope_scaling=None, qu
   ``quantize(name, value) -> (raw uint8 blocks, qtype) | None`` replaces a
   tensor by raw quantized blocks.
   """
-  w = gguf.GGUFWriter(path, arch)
-  w.add_block_count(config.num_layers)
-  w.add_context_length(config.max_seq_len)
-  w.add_embedding_length(config.hidden_size)
-  w.add_feed_forward_length(config.intermediate_size)
-  w.add_head_count(config.num_heads)
-  w.add_head_count_kv(config.num_kv_heads)
-  w.add_key_length(config.head_dim)
-  w.add_value_length(config.head_dim)
-  w.add_rope_freq_base(config.rope_theta)
-  w.add_layer_norm_rms_eps(config.rms_norm_eps)
-  w.add_vocab_size(config.vocab_size)
-  w.add_file_type(gguf.LlamaFileType.ALL_F32)
+  # The metadata as our exporter writes it (the tensors below are laid out upstream's way).
+  w = export.gguf_writer(path, dataclasses.replace(config, attention_bias=arch == 'qwen2'),
+                         None)
   w.add_tokenizer_model('gpt2')
   w.add_token_list([f't{i}' for i in range(config.vocab_size)])
   if rope_scaling:

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from distill_jax.llm import export
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama
 from distill_jax.llm.tokenizer import load_tokenizer
@@ -40,9 +41,17 @@ def test_gguf_q8_0_close(tiny, tmp_path):
 
 def test_unsupported_quant_type_is_named(tiny, tmp_path):
   config, variables = tiny
+  import gguf
   path = str(tmp_path / 'mxfp4.gguf')
-  write_gguf(path, config, variables, quant='MXFP4')
-  with pytest.raises(ValueError, match='MXFP4'):
+  w = export.gguf_writer(path, config, None)
+  qtype = gguf.GGMLQuantizationType.MXFP4
+  embedding = np.asarray(variables['params']['embed']['embedding'], np.float32)
+  w.add_tensor('token_embd.weight', gguf.quants.quantize(embedding, qtype), raw_dtype=qtype)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  with pytest.raises(ValueError, match="'token_embd.weight' uses GGUF quantization type MXFP4"):
     weights.load_gguf(path)
 
 
