@@ -63,16 +63,17 @@ def to_hf(config: LlamaConfig, variables) -> dict[str, np.ndarray]:
   return weights.hf_tensors(config, variables['params'])
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_tokenizer():
-  """The byte-level BPE of TOKENS / MERGES, read back from a tokenizer-only GGUF."""
+@functools.lru_cache(maxsize=4)
+def tiny_tokenizer(tokens: tuple[str, ...] = tuple(TOKENS)):
+  """The byte-level BPE of ``tokens`` (default TOKENS) and MERGES, read back from
+  a tokenizer-only GGUF."""
   import gguf
   path = os.path.join(tempfile.mkdtemp(prefix='tiny_tokenizer_'), 'tokenizer.gguf')
   w = gguf.GGUFWriter(path, 'llama')
   w.add_tokenizer_model('gpt2')
   w.add_tokenizer_pre('smollm')
-  w.add_token_list(TOKENS)
-  w.add_token_types([3] * len(SPECIALS) + [1] * (len(TOKENS) - len(SPECIALS)))
+  w.add_token_list(list(tokens))
+  w.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
   w.add_token_merges(MERGES)
   w.add_bos_token_id(1)
   w.add_eos_token_id(2)

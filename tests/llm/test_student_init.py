@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from distill_jax import train as train_lib
+from distill_jax.llm import export
 from distill_jax.llm import student_init
 from distill_jax.llm.model import Llama
 from distill_jax.llm.weights import load_gguf
-from tests.llm.conftest import random_variables, tiny_config, write_gguf
+from tests.llm.conftest import TOKENS, random_variables, tiny_config, tiny_tokenizer, write_gguf
 from tests.llm.test_run import _config, one_step
 
 TEACHER = tiny_config(num_layers=4)
@@ -126,14 +127,13 @@ def test_init_config_errors(teacher, overrides, match):
     train_lib.build(_config(teacher, **overrides))
 
 
-def test_pretrained_student_with_another_tokenizer_is_refused(teacher, tmp_path, monkeypatch):
+def test_pretrained_student_with_another_tokenizer_is_refused(teacher, tmp_path):
   """Same size, two token ids swapped: the hashes of the vocabularies differ."""
-  from tests.llm import conftest
-  swapped = list(conftest.TOKENS)
+  swapped = list(TOKENS)
   swapped[10], swapped[11] = swapped[11], swapped[10]
-  monkeypatch.setattr(conftest, 'TOKENS', swapped)
   path = str(tmp_path / 'swapped.gguf')
-  write_gguf(path, tiny_config(), random_variables(tiny_config()))
+  export.write_gguf(path, tiny_config(), random_variables(tiny_config())['params'],
+                    tiny_tokenizer(tuple(swapped)))
   with pytest.raises(ValueError, match="its tokenizer .* is not the teacher's .* both have 263"):
     train_lib.build(_config(teacher, **{'student.init': 'pretrained',
                                         'student.pretrained': path}))
