@@ -119,14 +119,16 @@ def latest_step(workdir: str) -> int | None:
 
 
 def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
-                 description: str) -> dict[str, Any]:
-  """The teacher's variables from its run's latest checkpoint.
+                 description: str, role: str = 'teacher') -> dict[str, Any]:
+  """The trained model's variables from its run's latest checkpoint.
 
   Args:
-    teacher_workdir: the teacher run's workdir.
+    teacher_workdir: the run's workdir.
     abstract_variables: ``{'params': ..., other collections}`` of
-      ``jax.ShapeDtypeStruct`` with shardings, from the teacher model.
-    description: how to name the teacher model in errors.
+      ``jax.ShapeDtypeStruct`` with shardings, from the model.
+    description: how to name the model in errors.
+    role: what the model is to the caller, in errors (``teacher``; the export
+      tool loads a ``student``).
 
   Raises:
     FileNotFoundError: no checkpoint there.
@@ -137,7 +139,7 @@ def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
   step = manager.latest_step() if manager else None
   if step is None:
     raise FileNotFoundError(
-        f'No teacher checkpoint in {directory!r}; train the teacher there first.')
+        f'No {role} checkpoint in {directory!r}; train the {role} there first.')
   expected = {'params': abstract_variables['params'],
               'model_state': {k: v for k, v in abstract_variables.items() if k != 'params'}}
   saved = manager.item_metadata(step).tree
@@ -146,7 +148,7 @@ def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
     shown = '\n  '.join(problems[:12])
     more = f'\n  ... and {len(problems) - 12} more' if len(problems) > 12 else ''
     raise ValueError(
-        f'The teacher checkpoint {directory}/{step} does not fit the teacher model '
+        f'The {role} checkpoint {directory}/{step} does not fit the {role} model '
         f'{description}:\n  {shown}{more}')
   restored = _restore(manager, step, expected, partial=True)
   return {'params': restored['params'], **restored['model_state']}

@@ -2,7 +2,7 @@
 
 * ``write_hf_folder``: ``config.json`` (``LlamaForCausalLM``, or
   ``Qwen2ForCausalLM`` when the q/k/v projections have biases),
-  ``model.safetensors`` (float32 or bfloat16), ``tokenizer.json`` +
+  ``model.safetensors`` (float32), ``tokenizer.json`` +
   ``tokenizer_config.json`` (special tokens, chat template) and
   ``generation_config.json``: what ``transformers``'
   ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer`` read.
@@ -74,20 +74,12 @@ def _token(tokenizer: Tokenizer, token_id: int | None) -> str | None:
 
 
 def write_hf_folder(out: str, config: LlamaConfig, params: dict[str, Any],
-                    tokenizer: Tokenizer, dtype: str = 'float32') -> list[str]:
-  """Writes the Hugging Face folder ``out``; returns the files written."""
+                    tokenizer: Tokenizer) -> list[str]:
+  """Writes the Hugging Face folder ``out`` (float32); returns the files written."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  import ml_dtypes  # pylint: disable=g-import-not-at-top
-  if dtype not in ('float32', 'bfloat16'):
-    raise ValueError(f'dtype={dtype!r}: float32 or bfloat16.')
   os.makedirs(out, exist_ok=True)
-  hf = hf_config_json(config, tokenizer)
-  hf['torch_dtype'] = dtype
-  tensors = weights.hf_tensors(config, params)
-  if dtype == 'bfloat16':
-    tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}
   files = {
-      'config.json': hf,
+      'config.json': hf_config_json(config, tokenizer),
       'generation_config.json': {'bos_token_id': tokenizer.bos_id,
                                  'eos_token_id': tokenizer.eos_id,
                                  'pad_token_id': tokenizer.pad_id},
@@ -102,15 +94,9 @@ def write_hf_folder(out: str, config: LlamaConfig, params: dict[str, Any],
     with open(os.path.join(out, name), 'w') as f:
       json.dump(content, f, indent=2, ensure_ascii=False)
   tokenizer.backend.save(os.path.join(out, 'tokenizer.json'))
-  save_file(tensors, os.path.join(out, 'model.safetensors'), metadata={'format': 'pt'})
+  save_file(weights.hf_tensors(config, params), os.path.join(out, 'model.safetensors'),
+            metadata={'format': 'pt'})
   return sorted([*files, 'tokenizer.json', 'model.safetensors'])
-
-
-def permute_rope_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
-  """llama.cpp's q/k row order (``convert_hf_to_gguf.permute``); the inverse of
-  ``weights.unpermute_rope_rows``."""
-  return (w.reshape(num_heads, 2, w.shape[0] // num_heads // 2, *w.shape[1:])
-          .swapaxes(1, 2).reshape(w.shape))
 
 
 def _gguf_tokenizer(writer, tokenizer: Tokenizer) -> None:
@@ -211,7 +197,7 @@ def write_gguf(out: str, config: LlamaConfig, params: dict[str, Any],
   import gguf  # pylint: disable=g-import-not-at-top
   if tensor_type not in GGUF_TYPES:
     raise ValueError(f'tensor_type={tensor_type!r}; choose one of {", ".join(GGUF_TYPES)}.')
-  arch = _architecture(config)
+  permuted = _architecture(config) in weights.PERMUTED_ARCHITECTURES
   w = gguf_writer(out, config, tokenizer, tensor_type)
   if config.rope_freq_factors:
     w.add_tensor('rope_freqs.weight', np.asarray(config.rope_freq_factors, np.float32))
@@ -221,10 +207,10 @@ def write_gguf(out: str, config: LlamaConfig, params: dict[str, Any],
     else:
       parts = name.split('.')  # model.layers.<i>.<module...>.<weight | bias>
       gname = f'blk.{parts[2]}.{_GGUF_BLOCK[".".join(parts[3:-1])]}.{parts[-1]}'
-    if arch == 'llama' and '.attn_q.' in gname:
-      value = permute_rope_rows(value, config.num_heads)
-    elif arch == 'llama' and '.attn_k.' in gname:
-      value = permute_rope_rows(value, config.num_kv_heads)
+    if permuted and '.attn_q.' in gname:
+      value = weights.permute_rope_rows(value, config.num_heads)
+    elif permuted and '.attn_k.' in gname:
+      value = weights.permute_rope_rows(value, config.num_kv_heads)
     stored = _stored_as(value.shape, tensor_type)
     if stored == 'F16':
       w.add_tensor(gname, value.astype(np.float16))

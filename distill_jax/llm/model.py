@@ -153,12 +153,17 @@ def constrain_activation(x: Array) -> Array:
                                     fallback=nn.spmd.RulesFallback.NO_CONSTRAINT)
 
 
-def _sow_importance(module: nn.Module, x: Array) -> None:
-  """Sows ``mean |x|`` over all but the last axis as ``intermediates/importance``:
-  the activation statistics width pruning ranks channels by (``student_init``).
-  A no-op unless ``apply`` is called with ``mutable=['intermediates']``."""
-  module.sow('intermediates', 'importance',
-             jnp.mean(jnp.abs(x.astype(jnp.float32)), axis=tuple(range(x.ndim - 1))))
+def _sow_importance(module: nn.Module, x: Array, per_head: bool = False) -> None:
+  """Sows ``mean |x|`` over all but the last axis as ``intermediates/importance``
+  (``per_head``: of the norm of ``x`` ``[..., H, Dh]`` over ``Dh``): the
+  activation statistics width pruning ranks channels by (``student_init``).
+  Computes nothing unless ``apply`` is called with ``mutable=['intermediates']``."""
+  if not module.is_mutable_collection('intermediates'):
+    return
+  x = x.astype(jnp.float32)
+  if per_head:
+    x = jnp.linalg.norm(x, axis=-1)
+  module.sow('intermediates', 'importance', jnp.mean(jnp.abs(x), axis=tuple(range(x.ndim - 1))))
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...],
@@ -262,7 +267,7 @@ class Attention(nn.Module):
       probs = probs.reshape(b, h, t, -1)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None])
-    _sow_importance(self, jnp.linalg.norm(out.astype(jnp.float32), axis=-1))  # per head
+    _sow_importance(self, out, per_head=True)
     return jnp.einsum('bthk,hkd->btd', out, wo.astype(self.dtype)), probs, new_cache
 
 

@@ -30,6 +30,13 @@ def _messages(prompt: str, tokenizer: Tokenizer) -> str | list[dict[str, str]]:
   return [{'role': 'user', 'content': prompt}] if tokenizer.chat_template else prompt
 
 
+def _prompt_batch(tokenizer: Tokenizer, batch_size: int) -> tuple[Any, Any]:
+  """``PROMPTS`` cycled to ``batch_size`` rows, left-padded as ``generate_text`` pads."""
+  ids = [tokenizer.encode_chat(m) if isinstance(m, list) else tokenizer.encode(m)
+         for m in (_messages(PROMPTS[i % len(PROMPTS)], tokenizer) for i in range(batch_size))]
+  return left_pad(ids, tokenizer.pad_id, multiple=16)
+
+
 def _room(model: Llama, prompt_len: int, new_tokens: int) -> int:
   """``new_tokens``, fewer if the context leaves less room after the prompt (0: none)."""
   return max(0, min(new_tokens, model.config.max_seq_len - prompt_len))
@@ -40,9 +47,7 @@ def decoding_tokens_per_s(model: Llama, variables: Any, tokenizer: Tokenizer,
   """Greedy tokens/s of ``model`` on ``PROMPTS`` (cycled to ``batch_size`` rows),
   exactly ``new_tokens`` each (no EOS stop; fewer if the context is shorter,
   None if the prompts fill it); the second, compiled call is timed."""
-  ids = [tokenizer.encode_chat(m) if isinstance(m, list) else tokenizer.encode(m)
-         for m in (_messages(PROMPTS[i % len(PROMPTS)], tokenizer) for i in range(batch_size))]
-  tokens, mask = left_pad(ids, tokenizer.pad_id, multiple=16)
+  tokens, mask = _prompt_batch(tokenizer, batch_size)
   new_tokens = _room(model, tokens.shape[1], new_tokens)
   if not new_tokens:
     return None
@@ -66,6 +71,8 @@ def distillation_report(models: dict[str, tuple[Llama, Any]], tokenizer: Tokeniz
   and the run's last ``evaluation`` (``metrics.eval_summary`` of the LM task)."""
   rows: dict[str, dict[str, Any]] = {}
   answers: dict[str, list[str]] = {}
+  messages = [_messages(p, tokenizer) for p in PROMPTS]
+  prompt_len = _prompt_batch(tokenizer, len(PROMPTS))[0].shape[1]
   for role, (model, variables) in models.items():
     config = model.config
     rows[role] = {
@@ -74,10 +81,7 @@ def distillation_report(models: dict[str, tuple[Llama, Any]], tokenizer: Tokeniz
         'greedy_tokens_per_s': {
             f'batch_{b}': decoding_tokens_per_s(model, variables, tokenizer, b, new_tokens)
             for b in SPEED_BATCHES}}
-    messages = [_messages(p, tokenizer) for p in PROMPTS]
-    longest = max(len(tokenizer.encode_chat(m) if isinstance(m, list) else tokenizer.encode(m))
-                  for m in messages)
-    room = _room(model, -(-longest // 16) * 16, answer_tokens)
+    room = _room(model, prompt_len, answer_tokens)
     answers[role] = (generate_text(model, variables, tokenizer, messages,
                                    SamplingParams(max_new_tokens=room))[0] if room
                      else ['(the prompt fills the context)'] * len(PROMPTS))

@@ -38,8 +38,8 @@ Tensors = Iterator[tuple[str, Callable[[], Any]]]
 
 SUPPORTED_GGUF_TYPES = ('F32', 'F16', 'BF16', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0',
                         'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K')
-# GGUF architectures whose q/k rows llama.cpp's converter permuted.
-_PERMUTED_ARCHITECTURES = ('llama',)
+# GGUF architectures whose q/k rows llama.cpp's converter permutes.
+PERMUTED_ARCHITECTURES = ('llama',)
 
 # HF suffix of a block's tensor -> (our path inside ``layers_<i>``, transform
 # from the HF layout given the config, transform back to it).
@@ -201,7 +201,8 @@ def rope_freq_factors(scaling: dict[str, Any] | None, head_dim: int, theta: floa
   Raises:
     ValueError: another type (dynamic NTK, YaRN, LongRoPE...), naming ``source``.
   """
-  kind = (scaling or {}).get('rope_type', (scaling or {}).get('type', 'default'))
+  scaling = scaling or {}
+  kind = scaling.get('rope_type', scaling.get('type', 'default'))
   if kind == 'default':
     return ()
   factor = float(scaling['factor'])
@@ -238,7 +239,6 @@ def gguf_config(reader, path: str = '') -> LlamaConfig:
   tokens = _gguf_field(reader, 'tokenizer.ggml.tokens')
   vocab = get('vocab_size') or (len(tokens) if tokens else None)
   tensors = {t.name: t for t in reader.tensors}
-  names = set(tensors)
   head_dim = int(get('attention.key_length', hidden // heads))
   theta = float(get('rope.freq_base', 10000.0))
   if 'rope_freqs.weight' in tensors:
@@ -259,8 +259,8 @@ def gguf_config(reader, path: str = '') -> LlamaConfig:
       rope_theta=theta,
       rope_freq_factors=factors,
       rms_norm_eps=float(get('attention.layer_norm_rms_epsilon', 1e-5)),
-      tie_embeddings='output.weight' not in names,
-      attention_bias='blk.0.attn_q.bias' in names,
+      tie_embeddings='output.weight' not in tensors,
+      attention_bias='blk.0.attn_q.bias' in tensors,
       max_seq_len=int(get('context_length', 2048)),
       logit_scale=float(get('logit_scale', 1.0)),
       logit_softcap=float(get('final_logit_softcapping', 0.0)))
@@ -278,9 +278,17 @@ def unpermute_rope_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
           .swapaxes(1, 2).reshape(w.shape))
 
 
+def permute_rope_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
+  """llama.cpp's q/k row order (``convert_hf_to_gguf.permute``), what GGUF
+  writers apply for ``PERMUTED_ARCHITECTURES``: the inverse of
+  ``unpermute_rope_rows``."""
+  return (w.reshape(num_heads, 2, w.shape[0] // num_heads // 2, *w.shape[1:])
+          .swapaxes(1, 2).reshape(w.shape))
+
+
 def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
   import gguf  # pylint: disable=g-import-not-at-top
-  permuted = _gguf_field(reader, 'general.architecture') in _PERMUTED_ARCHITECTURES
+  permuted = _gguf_field(reader, 'general.architecture') in PERMUTED_ARCHITECTURES
   for tensor in reader.tensors:
     qtype = tensor.tensor_type
     if qtype.name not in SUPPORTED_GGUF_TYPES:

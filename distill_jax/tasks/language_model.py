@@ -122,6 +122,12 @@ _PRUNED_WIDTHS = ('hidden_size', 'intermediate_size', 'num_kv_heads')
 ParamsFn = Callable[[Any], Any]  # the student's param shardings -> its initial params
 
 
+def _default_kwargs() -> dict[str, Any]:
+  """The language-model default ``student.kwargs`` (keys left there are not used
+  by a student built on another model)."""
+  return defaults.default_config('language_model').student.kwargs.to_dict()
+
+
 def _source_architecture(config: ml_collections.ConfigDict, source: LlamaConfig, what: str,
                          allowed: tuple[str, ...]) -> dict[str, Any]:
   """The ``student.kwargs`` a student built on ``source`` keeps: ``allowed`` keys.
@@ -129,7 +135,7 @@ def _source_architecture(config: ml_collections.ConfigDict, source: LlamaConfig,
   Other keys must be at their defaults (then unused) or equal ``source``'s.
   """
   kwargs = config.student.kwargs.to_dict()
-  untouched = defaults.default_config('language_model').student.kwargs.to_dict()
+  untouched = _default_kwargs()
   unset = object()
   clashes = [f'{k}={v!r} ({what}: {getattr(source, k, None)!r})' for k, v in kwargs.items()
              if k not in allowed and v != untouched.get(k, unset)
@@ -154,8 +160,8 @@ def student_architecture(config: ml_collections.ConfigDict, teacher_config: Llam
                                 _LAYOUT_KWARGS + ('num_layers',))
     if config.student.init_layers:
       layers = student_init.check_layers(config.student.init_layers, teacher_config.num_layers)
-      if kept.get('num_layers', len(layers)) not in (len(layers), defaults.default_config(
-          'language_model').student.kwargs.num_layers):
+      if kept.get('num_layers', len(layers)) not in (len(layers),
+                                                     _default_kwargs()['num_layers']):
         raise ValueError(f'student.kwargs.num_layers={kept["num_layers"]} but student.'
                          f'init_layers names {len(layers)} blocks.')
     else:
@@ -164,7 +170,6 @@ def student_architecture(config: ml_collections.ConfigDict, teacher_config: Llam
   if init == 'pruned':
     kept = _source_architecture(config, teacher_config, 'the teacher',
                                 _LAYOUT_KWARGS + _PRUNED_WIDTHS)
-    kept.setdefault('num_kv_heads', teacher_config.num_kv_heads)
     for key in _PRUNED_WIDTHS:
       kept.setdefault(key, getattr(teacher_config, key))
       if not 1 <= kept[key] <= getattr(teacher_config, key):
@@ -203,9 +208,9 @@ def width_importance(teacher: Llama, teacher_variables: Any, local_batches: Iter
 
 
 def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_variables: Any,
-                    teacher_tokenizer: Tokenizer,
-                    calibration: Callable[[], Iterator[base.Batch]] = lambda: iter(()),
-                    batch_sharding: Any = None) -> tuple[LlamaConfig, ParamsFn | None, str]:
+                    teacher_tokenizer: Tokenizer, *,
+                    calibration: Callable[[], Iterator[base.Batch]],
+                    batch_sharding: Any) -> tuple[LlamaConfig, ParamsFn | None, str]:
   """The student's architecture, its initial params and a description (``student.init``).
 
   Returns ``(config, params_fn, description)``: ``params_fn(shardings)`` gives
@@ -214,9 +219,10 @@ def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_v
   student's importance is measured on (placed with ``batch_sharding``).
   """
   model_config, source = student_architecture(config, teacher.config)
-  if source is None:
+  init = config.student.init
+  if init == 'random':
     return model_config, None, 'random init'
-  if source == 'pruned':
+  if init == 'pruned':
     def pruned(shardings):
       importance = width_importance(teacher, teacher_variables, calibration(), batch_sharding)
       kept = student_init.kept_channels(importance, teacher.config, model_config)
@@ -228,7 +234,7 @@ def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_v
         f'init: the teacher pruned to width {c.hidden_size}, SwiGLU {c.intermediate_size}, '
         f'{c.num_heads} heads / {c.num_kv_heads} KV heads by activations on '
         f'{config.student.calibration_batches} batches')
-  if config.student.init == 'teacher_layers':
+  if init == 'teacher_layers':
     select = functools.partial(student_init.teacher_layer_params, teacher_config=teacher.config,
                                layers=source, student_config=model_config)
     return model_config, (lambda shardings: jax.jit(select, out_shardings=shardings)(
@@ -552,6 +558,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       f'{config.method.name}' + (f', on-policy lam={on_policy.lam}' if on_policy else '') +
       f'; {num_train:,} training examples ({config.data.name}), {steps_per_epoch} '
       f'steps/epoch, {total} steps of {size}')
+
   def report(state: Any, summary: dict[str, float]) -> tuple[dict[str, Any], str]:
     models = {'teacher': (teacher, compiled.teacher_variables),
               'student': (student, state.student_variables)}

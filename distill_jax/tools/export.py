@@ -44,7 +44,7 @@ def load_student(workdir: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Toke
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           nn.unbox(weights.abstract_params(model_config)))
-  variables = checkpoint.load_teacher(workdir, abstract, f'llama {model_config}')
+  variables = checkpoint.load_teacher(workdir, abstract, f'llama {model_config}', 'student')
   params = jax.tree.map(np.asarray, jax.device_get(variables['params']))
   return model_config, params, load_tokenizer(teacher_path)
 
