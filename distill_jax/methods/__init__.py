@@ -12,8 +12,10 @@ share ``common.Distiller`` (RepDistiller's ``CE + KD + weight * term``) and
 ``common.select`` (features by name or group); their connectors are in
 ``connectors``. Language models (token level, on ``token_base``):
 ``token_ce`` (no teacher), ``token_kl``, ``token_reverse_kl``, ``token_jsd``,
-``token_tv``, ``token_skew_kl``, ``token_hidden``, and ``token_sparse_kl``
-(no teacher: cached sparse targets, ``data.logit_cache``).
+``token_tv``, ``token_skew_kl``, ``token_hidden``, ``token_sparse_kl``
+(no teacher: cached sparse targets, ``data.logit_cache``), and across
+tokenizers ``token_uld`` and ``token_gold`` (aligned spans,
+``data.token_alignment``).
 
 Every method declares the task it serves (``Method.task``):
 ``'classification'`` (the default) or ``'language_model'`` (the ``token_*``
@@ -37,16 +39,19 @@ from distill_jax.methods import rkd
 from distill_jax.methods import sp
 from distill_jax.methods import token_ce
 from distill_jax.methods import token_hidden
+from distill_jax.methods import token_gold
 from distill_jax.methods import token_jsd
 from distill_jax.methods import token_kl
 from distill_jax.methods import token_reverse_kl
 from distill_jax.methods import token_skew_kl
 from distill_jax.methods import token_sparse_kl
 from distill_jax.methods import token_tv
+from distill_jax.methods import token_uld
 from distill_jax.methods import vid
 from distill_jax.methods.base import Method, MissingFeatureError, from_config
 
 __all__ = ['Method', 'MissingFeatureError', 'from_config', 'ab', 'at', 'cc', 'ce',
            'crd', 'dist', 'dkd', 'fitnet', 'fsp', 'ft', 'kd', 'nst', 'pkt', 'rkd',
-           'sp', 'token_ce', 'token_hidden', 'token_jsd', 'token_kl', 'token_reverse_kl',
-           'token_skew_kl', 'token_sparse_kl', 'token_tv', 'vid']
+           'sp', 'token_ce', 'token_gold', 'token_hidden', 'token_jsd', 'token_kl',
+           'token_reverse_kl', 'token_skew_kl', 'token_sparse_kl', 'token_tv', 'token_uld',
+           'vid']

@@ -7,20 +7,24 @@ The same layout carries plain text (Shakespeare windows, a short prefix as the
 prompt), teacher-generated responses (sequence-level KD, ``data.name=seqkd``),
 cached sparse teacher targets (``data.name=logit_cache``, no teacher forward)
 and the student's own samples (on-policy GKD, ``on_policy.lam > 0``), so
-every token-level method serves all four.
+every token-level method serves all four. A student on its own tokenizer
+(``student.tokenizer``) reads Shakespeare windows tokenized by both models and
+aligned by characters (``data.token_alignment``): the batch then also holds the
+teacher's ``teacher_*`` prompt and response and each side's spans, for the
+cross-tokenizer methods (``token_uld``, ``token_gold``).
 
 Every process reads only its share of each global batch through the one
 ``data.pipeline`` (epochs without replacement, prefetched), and the teacher is
 read straight into its shardings (``config.sharding.teacher_rules``, else
 ``rules``) on every host. Evaluation: held-out perplexity, next-token
-agreement with the teacher and KL(teacher || student) on ``data.eval_windows``
-windows of the held-out plays.
+agreement with the teacher, KL(teacher || student) and bits per character on
+``data.eval_windows`` windows of the held-out plays.
 """
 
 import dataclasses
 import functools
 import itertools
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +49,8 @@ from distill_jax.llm import student_init
 from distill_jax.llm import weights
 from distill_jax.llm.model import Llama, LlamaConfig, linear_logits
 from distill_jax.llm.sampling import SamplingParams, generate
-from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer
+from distill_jax.llm import vocabulary
+from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer, resolve_tokenizer
 from distill_jax.losses import kl_divergence
 from distill_jax.methods.base import Method
 from distill_jax.tasks import base
@@ -99,10 +104,41 @@ def check(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'{key}={config[section][name]} must be >= 1.')
   if not 0.0 <= config.on_policy.lam <= 1.0:
     raise ValueError(f'on_policy.lam={config.on_policy.lam} must be in [0, 1].')
+  _check_cross_tokenizer(config)
   if config.optim.warmup_epochs:
     raise ValueError(f'optim.warmup_epochs={config.optim.warmup_epochs}: language-model runs '
                      'count in steps; set optim.warmup_steps (an epoch is a pass over the '
                      'training windows, thousands of steps).')
+
+
+def _check_cross_tokenizer(config: ml_collections.ConfigDict) -> None:
+  """A student tokenizer other than the teacher's goes with a cross-tokenizer method,
+  a random student and Shakespeare windows."""
+  name, tokenizer = config.method.name, config.student.tokenizer
+  across = (name in registry.names('methods') and
+            getattr(registry.get('methods', name), 'cross_tokenizer', False))
+  cross_methods = [n for n in base.methods_of('language_model')
+                   if getattr(registry.get('methods', n), 'cross_tokenizer', False)]
+  if across and not tokenizer:
+    raise ValueError(f'method.name={name!r} distills across tokenizers: set student.tokenizer '
+                     "(e.g. 'minilm'); with the teacher's tokenizer use a token-level method "
+                     'such as token_kl.')
+  if not tokenizer:
+    return
+  if not across:
+    raise ValueError(f'student.tokenizer={tokenizer!r}: the student has its own vocabulary, '
+                     f'so method.name={name!r} (one vocabulary) cannot compare the two; use '
+                     f'{" or ".join(cross_methods)}.')
+  for key, value, allowed in (('student.init', config.student.init, 'random'),
+                              ('data.name', config.data.name, 'shakespeare')):
+    if value != allowed:
+      raise ValueError(f'student.tokenizer={tokenizer!r} needs {key}={allowed}; got {value!r}.')
+  if config.on_policy.lam > 0:
+    raise ValueError(f'student.tokenizer={tokenizer!r}: on-policy batches (on_policy.lam='
+                     f'{config.on_policy.lam}) are not re-tokenized for the teacher; set 0.')
+  for key in ('student_prompt_len', 'student_response_len'):
+    if config.data[key] < 0:
+      raise ValueError(f'data.{key}={config.data[key]} must be >= 0 (0: the teacher\'s).')
 
 
 def student_config(config: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
@@ -147,14 +183,16 @@ def _source_architecture(config: ml_collections.ConfigDict, source: LlamaConfig,
   return {k: kwargs[k] for k in allowed if k in kwargs}
 
 
-def student_architecture(config: ml_collections.ConfigDict, teacher_config: LlamaConfig
+def student_architecture(config: ml_collections.ConfigDict, teacher_config: LlamaConfig,
+                         vocab_size: int | None = None
                          ) -> tuple[LlamaConfig, tuple[int, ...] | str | None]:
   """The student's ``LlamaConfig`` (``student.init``, ``student.kwargs``) and its
   source: None (random), the teacher block indices (``teacher_layers``),
-  ``'pruned'`` or the checkpoint path (``pretrained``). Reads no tensors."""
+  ``'pruned'`` or the checkpoint path (``pretrained``). Reads no tensors.
+  ``vocab_size``: a random student's, when it has its own tokenizer."""
   init = config.student.init
   if init == 'random':
-    return student_config(config, teacher_config.vocab_size), None
+    return student_config(config, vocab_size or teacher_config.vocab_size), None
   if init == 'teacher_layers':
     kept = _source_architecture(config, teacher_config, 'the teacher',
                                 _LAYOUT_KWARGS + ('num_layers',))
@@ -183,10 +221,6 @@ def student_architecture(config: ml_collections.ConfigDict, teacher_config: Llam
   except FileNotFoundError as e:
     raise FileNotFoundError(f'student.pretrained: {e}') from e
   pretrained = weights.pretrained_config(path)
-  if pretrained.vocab_size != teacher_config.vocab_size:
-    raise ValueError(f'student.pretrained={path}: its vocabulary has {pretrained.vocab_size} '
-                     f'tokens, the teacher\'s {teacher_config.vocab_size}; token-level '
-                     'distillation needs the same tokenizer.')
   return dataclasses.replace(
       pretrained, **_source_architecture(config, pretrained, path, _LAYOUT_KWARGS)), path
 
@@ -207,21 +241,38 @@ def width_importance(teacher: Llama, teacher_variables: Any, local_batches: Iter
                                       jax.jit(one, out_shardings=replicated)))
 
 
+class StudentStart(NamedTuple):
+  """Where the student starts (``initial_student``).
+
+  Attributes:
+    config: its architecture.
+    params_fn: ``params_fn(shardings)`` gives its initial ``params`` in the
+      student's shardings (None: random init).
+    description: for the start-up line.
+    vocab_map: ``[V_s]`` int32, the teacher label of each student label
+      (``llm.vocabulary.one_family_map``; ``-1``: none), for a pretrained student
+      whose vocabulary is the teacher's family but not its size; else None.
+  """
+  config: LlamaConfig
+  params_fn: ParamsFn | None
+  description: str
+  vocab_map: np.ndarray | None = None
+
+
 def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_variables: Any,
                     teacher_tokenizer: Tokenizer, *,
                     calibration: Callable[[], Iterator[base.Batch]],
-                    batch_sharding: Any) -> tuple[LlamaConfig, ParamsFn | None, str]:
+                    batch_sharding: Any, vocab_size: int | None = None) -> StudentStart:
   """The student's architecture, its initial params and a description (``student.init``).
 
-  Returns ``(config, params_fn, description)``: ``params_fn(shardings)`` gives
-  the initial ``params`` in the student's shardings (None: random init).
   ``calibration()`` yields this process's part of the batches a ``pruned``
   student's importance is measured on (placed with ``batch_sharding``).
+  ``vocab_size``: a random student's own (``student.tokenizer``).
   """
-  model_config, source = student_architecture(config, teacher.config)
+  model_config, source = student_architecture(config, teacher.config, vocab_size)
   init = config.student.init
   if init == 'random':
-    return model_config, None, 'random init'
+    return StudentStart(model_config, None, 'random init')
   if init == 'pruned':
     def pruned(shardings):
       importance = width_importance(teacher, teacher_variables, calibration(), batch_sharding)
@@ -230,29 +281,38 @@ def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_v
                                  kept=kept, student_config=model_config)
       return jax.jit(select, out_shardings=shardings)(teacher_variables['params'])
     c = model_config
-    return model_config, pruned, (
+    return StudentStart(model_config, pruned, (
         f'init: the teacher pruned to width {c.hidden_size}, SwiGLU {c.intermediate_size}, '
         f'{c.num_heads} heads / {c.num_kv_heads} KV heads by activations on '
-        f'{config.student.calibration_batches} batches')
+        f'{config.student.calibration_batches} batches'))
   if init == 'teacher_layers':
     select = functools.partial(student_init.teacher_layer_params, teacher_config=teacher.config,
                                layers=source, student_config=model_config)
-    return model_config, (lambda shardings: jax.jit(select, out_shardings=shardings)(
-        teacher_variables['params'])), (
-            f'init: teacher blocks {list(source)} of {teacher.config.num_layers}')
+    return StudentStart(model_config, (lambda shardings: jax.jit(
+        select, out_shardings=shardings)(teacher_variables['params'])), (
+            f'init: teacher blocks {list(source)} of {teacher.config.num_layers}'))
+  sizes = f'{model_config.vocab_size:,} labels, the teacher {teacher.config.vocab_size:,}'
   try:
-    theirs = logit_cache.tokenizer_info(load_tokenizer(source))
+    theirs = load_tokenizer(source)
   except (ValueError, FileNotFoundError):
     theirs = None  # No tokenizer in the checkpoint: the sizes are all there is to check.
-  ours = logit_cache.tokenizer_info(teacher_tokenizer)
-  if theirs is not None and theirs != ours:
-    raise ValueError(f'student.pretrained={source}: its tokenizer ({theirs.hash}) is not the '
-                     f'teacher\'s ({ours.hash}), though both have {model_config.vocab_size} '
-                     'tokens; token-level distillation needs the same tokenizer.')
-  note = '' if theirs else ' (no tokenizer in it: vocabulary checked by size)'
-  return model_config, (lambda shardings: weights.load_pretrained(
+  if theirs is None and model_config.vocab_size != teacher.config.vocab_size:
+    raise ValueError(f'student.pretrained={source}: no tokenizer in it to map its labels by, '
+                     f'and it has {sizes}; token-level distillation needs one vocabulary.')
+  vocab_map, note = None, ' (no tokenizer in it: vocabulary checked by size)'
+  if theirs is not None:
+    try:
+      vocab_map = vocabulary.one_family_map(theirs, teacher_tokenizer,
+                                            student_vocab=model_config.vocab_size,
+                                            teacher_vocab=teacher.config.vocab_size)
+    except ValueError as e:
+      raise ValueError(f'student.pretrained={source}: {e}') from e
+    note = '' if vocab_map is None else (
+        f' (its vocabulary mapped to the teacher\'s by token string: {sizes}; '
+        f'{int(np.sum(vocab_map < 0)):,} student labels have no teacher label)')
+  return StudentStart(model_config, (lambda shardings: weights.load_pretrained(
       source, shardings={'params': shardings}, scan_layers=model_config.scan_layers)[1][
-          'params']), f'init: {source}{note}'
+          'params']), f'init: {source}{note}', vocab_map)
 
 
 def starting_from(compiled: compile_lib.Compiled, params_fn: ParamsFn) -> Callable[..., Any]:
@@ -286,11 +346,13 @@ def uses_fused_logits(config: ml_collections.ConfigDict, method: Method) -> bool
 
 
 def _forward(model: Llama, variables: Any, batch: base.Batch, fused: bool = False,
-             mesh: Any = None, rules: Sequence[tuple[str, Any]] = ()):
-  """``(logits [B, T, V] | LinearLogits, features)`` of ``model`` on ``batch``;
-  with ``mesh``, its activations are laid out by ``rules`` (``sharding.activation_layout``)."""
+             mesh: Any = None, rules: Sequence[tuple[str, Any]] = (), prefix: str = ''):
+  """``(logits [B, T, V] | LinearLogits, features)`` of ``model`` on ``batch``'s
+  ``{prefix}inputs``; with ``mesh``, its activations are laid out by ``rules``
+  (``sharding.activation_layout``)."""
   with sharding.activation_layout(mesh, rules):
-    logits, features = model.apply(variables, batch['inputs'], token_mask=batch['token_mask'],
+    logits, features = model.apply(variables, batch[prefix + 'inputs'],
+                                   token_mask=batch[prefix + 'token_mask'],
                                    return_logits=not fused)
   if fused:
     logits = linear_logits(model, variables['params'], features['pre_logits'], mesh)
@@ -298,10 +360,35 @@ def _forward(model: Llama, variables: Any, batch: base.Batch, fused: bool = Fals
 
 
 def lm_batch(batch: base.Batch) -> base.Batch:
-  """``text.make_lm_batch`` of an example batch, with any cached targets kept."""
-  joined = text.make_lm_batch(batch['prompt'], batch['prompt_mask'], batch['response'],
-                              batch['response_mask'], xp=jnp)
-  return {**joined, **{k: batch[k] for k in logit_cache.TARGET_KEYS if k in batch}}
+  """``text.make_lm_batch`` of an example batch, with any cached targets kept.
+
+  A cross-tokenizer batch (``teacher_prompt`` ...) also gives the teacher's
+  ``teacher_inputs``, ``teacher_token_mask``, ``teacher_targets``,
+  ``teacher_loss_mask`` ``[B, T_t]`` and each side's target spans ``span``
+  ``[B, T]`` and ``teacher_span`` ``[B, T_t]`` (``-1`` off the response;
+  ``methods.token_uld``).
+  """
+  def join(prefix):
+    return text.make_lm_batch(*(batch[f'{prefix}{k}'] for k in (
+        'prompt', 'prompt_mask', 'response', 'response_mask')), xp=jnp)
+
+  def target_spans(prefix):
+    spans = batch[f'{prefix}response_span']
+    before = jnp.full((spans.shape[0], batch[f'{prefix}prompt'].shape[1] - 1), -1, spans.dtype)
+    return jnp.concatenate([before, spans], axis=1)
+
+  joined = {**join(''), **{k: batch[k] for k in logit_cache.TARGET_KEYS if k in batch}}
+  if 'teacher_prompt' in batch:
+    joined.update({f'teacher_{k}': v for k, v in join('teacher_').items()},
+                  span=target_spans(''), teacher_span=target_spans('teacher_'))
+  return joined
+
+
+def _on_student_vocabulary(out, vocab_map: np.ndarray | None):
+  """A teacher's ``(logits, features)`` with its logits on the student's labels."""
+  if vocab_map is None:
+    return out
+  return vocabulary.remap_logits(out[0], vocab_map), out[1]
 
 
 def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
@@ -309,7 +396,7 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
                optimizer: optax.GradientTransformation, schedule, fused: bool = False,
                mesh: Any = None, rules: Sequence[tuple[str, Any]] = (),
                batch_axes: tuple[str, ...] | None = None,
-               reduce_in_order: bool = False
+               reduce_in_order: bool = False, vocab_map: np.ndarray | None = None
                ) -> tuple[state_lib.DistillState, dict[str, jax.Array]]:
   """One update of the student on a batch of examples (``data.text`` layout).
 
@@ -330,11 +417,16 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
       models' activations are constrained by ``rules``; ``mesh`` is None
       inside ``shard_map`` (``batch_axes``) and on one device.
     batch_axes, reduce_in_order: as ``steps.update`` (inside ``jax.shard_map``).
+    vocab_map: the teacher label of each student label (``StudentStart``):
+      the teacher's logits are taken onto the student's vocabulary.
   """
   batch = lm_batch(batch)
   forward = functools.partial(_forward, batch=batch, fused=fused, mesh=mesh, rules=rules)
-  teacher_out = (None if teacher is None else
-                 jax.lax.stop_gradient(forward(teacher, teacher_variables)))
+  teacher_out = None
+  if teacher is not None:
+    teacher_out = jax.lax.stop_gradient(forward(
+        teacher, teacher_variables, prefix='teacher_' if 'teacher_inputs' in batch else ''))
+    teacher_out = _on_student_vocabulary(teacher_out, vocab_map)
   # Token methods average over this batch's distilled tokens. Inside shard_map
   # each shard's mean is weighted by its share of the tokens, so that the mean
   # over shards is the mean over all tokens (shards hold different counts with
@@ -357,19 +449,29 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
 
 def eval_step(state: state_lib.DistillState, teacher_variables: Any, batch: base.Batch, *,
               student: Llama, teacher: Llama | None, mesh: Any = None,
-              rules: Sequence[tuple[str, Any]] = ()) -> dict[str, jax.Array]:
+              rules: Sequence[tuple[str, Any]] = (),
+              vocab_map: np.ndarray | None = None) -> dict[str, jax.Array]:
   """Sums over the real (``mask``) examples' response tokens: ``count``, ``nll``,
-  and with a teacher ``teacher_nll``, ``agreement`` (same argmax) and ``kl``
-  (KL(t || s), T=1) (``metrics.eval_summary`` turns them into means and
-  perplexities). ``mesh``, ``rules``: as ``train_step``."""
+  ``chars`` (the characters they spell), and with a teacher ``teacher_nll``,
+  ``agreement`` (same argmax) and ``kl`` (KL(t || s), T=1); a teacher with its
+  own tokenizer gives ``teacher_count`` and ``teacher_nll`` over its tokens of
+  the same text instead (``metrics.eval_summary`` turns them into means,
+  perplexities and bits per character). ``mesh``, ``rules``, ``vocab_map``: as
+  ``train_step``."""
   joined = lm_batch(batch)
   mask = joined['loss_mask'] * batch['mask'][:, None].astype(jnp.float32)
   forward = functools.partial(_forward, batch=joined, mesh=mesh, rules=rules)
   logits = forward(student, state.student_variables)[0]
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, joined['targets'])
-  sums = {'count': mask.sum(), 'nll': jnp.sum(mask * nll)}
-  if teacher is not None:
-    t_logits = forward(teacher, teacher_variables)[0]
+  sums = {'count': mask.sum(), 'nll': jnp.sum(mask * nll),
+          'chars': jnp.sum(batch['response_chars'] * batch['mask'])}
+  if teacher is not None and 'teacher_inputs' in joined:  # Its own tokens: compare per character.
+    t_logits = forward(teacher, teacher_variables, prefix='teacher_')[0]
+    t_mask = joined['teacher_loss_mask'] * batch['mask'][:, None].astype(jnp.float32)
+    t_nll = optax.softmax_cross_entropy_with_integer_labels(t_logits, joined['teacher_targets'])
+    sums.update(teacher_count=t_mask.sum(), teacher_nll=jnp.sum(t_mask * t_nll))
+  elif teacher is not None:
+    t_logits = _on_student_vocabulary(forward(teacher, teacher_variables), vocab_map)[0]
     t_nll = optax.softmax_cross_entropy_with_integer_labels(t_logits, joined['targets'])
     same = jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)
     sums.update(teacher_nll=jnp.sum(mask * t_nll), agreement=jnp.sum(mask * same),
@@ -407,9 +509,23 @@ class OnPolicy:
     return batch, {'on_policy': float(generated)}
 
 
-def _sources(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> tuple[Any, Any]:
-  """``(train, eval)`` example sources; eval is a fixed random subset of held-out windows."""
+def example_sources(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                    student_tokenizer: Tokenizer | None = None) -> tuple[Any, Any]:
+  """``(train, eval)`` example sources; eval is a fixed random subset of held-out
+  windows. With ``student_tokenizer``, windows tokenized by both and aligned."""
   d = config.data
+  if student_tokenizer is not None:
+    train, held = text.aligned_shakespeare(
+        student_tokenizer.encode_with_offsets, tokenizer.encode_with_offsets,
+        held_out=d.held_out, plays=d.plays, prompt_len=d.prompt_len,
+        response_len=d.response_len, **student_lengths(config))
+    count = len(held['prompt'])
+    if count < d.eval_windows:
+      raise ValueError(f'The held-out plays {list(d.held_out)} give {count} aligned windows, '
+                       f'fewer than data.eval_windows={d.eval_windows}.')
+    pick = np.random.default_rng(0).permutation(count)[:d.eval_windows]
+    return (text.ArrayExamples(train),
+            text.ArrayExamples({k: v[pick] for k, v in held.items()}))
   width = d.prompt_len + d.response_len
   train_windows, held = text.shakespeare_windows(tokenizer.encode, width,
                                                  held_out=d.held_out, plays=d.plays)
@@ -417,7 +533,11 @@ def _sources(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> tuple[A
     raise ValueError(f'The held-out plays {list(d.held_out)} give {len(held)} windows, '
                      f'fewer than data.eval_windows={d.eval_windows}.')
   held = held[np.random.default_rng(0).permutation(len(held))[:d.eval_windows]]
-  eval_source = text.ArrayExamples(text.split_windows(held, d.prompt_len))
+  held_examples = text.split_windows(held, d.prompt_len)
+  # Characters of each decoded response: bits per character compare across tokenizers.
+  held_examples['response_chars'] = np.asarray(
+      [len(tokenizer.decode(r)) for r in held_examples['response']], np.int32)
+  eval_source = text.ArrayExamples(held_examples)
   if d.name == 'shakespeare':
     return text.ArrayExamples(text.split_windows(train_windows, d.prompt_len)), eval_source
   if d.name == 'logit_cache':
@@ -430,6 +550,13 @@ def _sources(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> tuple[A
   examples, _ = text.seqkd_examples(d.data_dir, d.seqkd_name, prompt_len=d.prompt_len,
                                     response_len=d.response_len, pad_id=tokenizer.pad_id)
   return text.ArrayExamples(examples), eval_source
+
+
+def student_lengths(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """The student's prompt and response lengths in its own tokens (cross-tokenizer runs)."""
+  d = config.data
+  return {'student_prompt_len': d.student_prompt_len or d.prompt_len,
+          'student_response_len': d.student_response_len or d.response_len}
 
 
 def batch_shapes(source: Any, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -458,7 +585,8 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: Any
 def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
                teacher: Llama, teacher_variables: Any, method: Method, schedule: Any,
                abstract_batch: dict[str, jax.ShapeDtypeStruct], num_train: int = 0,
-               teacher_name: str = 'teacher') -> compile_lib.Compiled:
+               teacher_name: str = 'teacher',
+               vocab_map: np.ndarray | None = None) -> compile_lib.Compiled:
   """The LM train/eval steps of ``student`` and ``teacher``, through ``compile.compile_steps``.
 
   Args:
@@ -473,23 +601,30 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
     abstract_batch: the global example batch's shapes (``batch_shapes``).
     num_train: training examples (sizes per-example method state).
     teacher_name: names the teacher in error messages.
+    vocab_map: ``StudentStart.vocab_map`` (the step then forms the logits).
   """
   optimizer = optim.make_optimizer(config.optim, schedule)
   layout = {'mesh': mesh if config.sharding.mode == 'auto' and mesh.size > 1 else None,
             'rules': config.sharding.rules}
-  length = abstract_batch['prompt'].shape[1] + abstract_batch['response'].shape[1] - 1
-  sample = jnp.zeros((1, length), jnp.int32)
-  teacher_features = jax.eval_shape(lambda v: teacher.apply(v, sample), teacher_variables)[1]
+  def sample(prefix=''):
+    length = sum(abstract_batch[f'{prefix}{k}'].shape[1] for k in ('prompt', 'response'))
+    return jnp.zeros((1, length - 1), jnp.int32)
+
+  teacher_sample = sample('teacher_' if 'teacher_prompt' in abstract_batch else '')
+  teacher_features = jax.eval_shape(lambda v: teacher.apply(v, teacher_sample),
+                                    teacher_variables)[1]
   boxed_init = functools.partial(
       state_lib.init_boxed_state, student=student, method=method, optimizer=optimizer,
-      sample_images=sample, teacher_features=teacher_features, num_train=num_train)
+      sample_images=sample(), teacher_features=teacher_features, num_train=num_train)
   return compile_lib.compile_steps(
       config, mesh, boxed_init=boxed_init,
       train_step=functools.partial(
           train_step, student=student, teacher=teacher if method.needs_teacher else None,
           method=method, optimizer=optimizer, schedule=schedule,
-          fused=uses_fused_logits(config, method), **layout),
-      eval_step=functools.partial(eval_step, student=student, teacher=teacher, **layout),
+          fused=uses_fused_logits(config, method) and vocab_map is None, vocab_map=vocab_map,
+          **layout),
+      eval_step=functools.partial(eval_step, student=student, teacher=teacher,
+                                  vocab_map=vocab_map, **layout),
       teacher_variables=teacher_variables, abstract_batch=abstract_batch,
       model_names={'student': 'llama', 'teacher': teacher_name})
 
@@ -503,7 +638,21 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
   mesh = base.make_mesh(config, devices)
   path, teacher, teacher_variables = load_teacher(config, mesh)
   tokenizer = load_tokenizer(path)
-  train_source, eval_source = _sources(config, tokenizer)
+  student_tokenizer, tokenizer_note = None, ''
+  if config.student.tokenizer:
+    try:
+      student_tokenizer = load_tokenizer(resolve_tokenizer(config.student.tokenizer))
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f'student.tokenizer: {e}') from e
+    tokenizer_note = (f', its own tokenizer {config.student.tokenizer} '
+                      f'({student_tokenizer.vocab_size:,} tokens, spans aligned by character')
+    if hasattr(method, 'matched_student_ids'):
+      ours, theirs = vocabulary.matched_tokens(student_tokenizer, tokenizer)
+      method = dataclasses.replace(method, matched_student_ids=tuple(ours.tolist()),
+                                   matched_teacher_ids=tuple(theirs.tolist()))
+      tokenizer_note += f'; {len(ours):,} tokens spelled alike in both'
+    tokenizer_note += ')'
+  train_source, eval_source = example_sources(config, tokenizer, student_tokenizer)
   size, num_train = config.train.batch_size, len(train_source)
 
   def train_batches(start_step: int):
@@ -511,24 +660,35 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
         train_source, global_batch_size=size, seed=config.seed, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count())
 
-  model_config, params_fn, init_description = initial_student(
+  start = initial_student(
       config, teacher, teacher_variables, tokenizer,
       calibration=lambda: itertools.islice(train_batches(0), config.student.calibration_batches),
-      batch_sharding=sharding.batch_sharding(mesh))
-  student = Llama(model_config, dtype=jnp.dtype(config.student.dtype))
+      batch_sharding=sharding.batch_sharding(mesh),
+      vocab_size=student_tokenizer.vocab_size if student_tokenizer else None)
+  if start.vocab_map is not None and config.train.lm_logits == 'fused':
+    raise ValueError('train.lm_logits=fused: the teacher\'s logits are mapped onto the '
+                     'student\'s vocabulary, which the fused kernels cannot; use auto.')
+  student = Llama(start.config, dtype=jnp.dtype(config.student.dtype))
   length = config.data.prompt_len + config.data.response_len
-  for name, model_config in (('student', student.config), ('teacher', teacher.config)):
-    if length > model_config.max_seq_len:
-      raise ValueError(f'data.prompt_len + data.response_len = {length} tokens exceed the '
-                       f'{name} context ({model_config.max_seq_len}).')
+  lengths = 'data.prompt_len + data.response_len'
+  student_length, student_lengths_name = length, lengths
+  if student_tokenizer:
+    student_length = sum(student_lengths(config).values())
+    student_lengths_name = 'data.student_prompt_len + data.student_response_len'
+  for name, model_config, tokens, what in (
+      ('student', student.config, student_length, student_lengths_name),
+      ('teacher', teacher.config, length, lengths)):
+    if tokens > model_config.max_seq_len:
+      raise ValueError(f'{what} = {tokens} tokens exceed the {name} context '
+                       f'({model_config.max_seq_len}).')
   steps_per_epoch, total, schedule = base.schedule_steps(
       config, num_train, f'data.name={config.data.name!r}')
   compiled = compile_lm(config, mesh, student=student, teacher=teacher,
                         teacher_variables=teacher_variables, method=method, schedule=schedule,
                         abstract_batch=batch_shapes(train_source, size),
-                        num_train=num_train, teacher_name=path)
-  if params_fn is not None:
-    compiled = dataclasses.replace(compiled, init_fn=starting_from(compiled, params_fn))
+                        num_train=num_train, teacher_name=path, vocab_map=start.vocab_map)
+  if start.params_fn is not None:
+    compiled = dataclasses.replace(compiled, init_fn=starting_from(compiled, start.params_fn))
 
   on_policy = None
   if config.on_policy.lam > 0:
@@ -554,15 +714,15 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
 
   description = (
       f'language_model: {path} -> llama student ({compiled.num_params:,} params, '
-      f'{init_description}), method '
+      f'{start.description}{tokenizer_note}), method '
       f'{config.method.name}' + (f', on-policy lam={on_policy.lam}' if on_policy else '') +
       f'; {num_train:,} training examples ({config.data.name}), {steps_per_epoch} '
       f'steps/epoch, {total} steps of {size}')
 
   def report(state: Any, summary: dict[str, float]) -> tuple[dict[str, Any], str]:
-    models = {'teacher': (teacher, compiled.teacher_variables),
-              'student': (student, state.student_variables)}
-    result = report_lib.distillation_report(models, tokenizer, summary)
+    models = {'teacher': (teacher, compiled.teacher_variables, tokenizer),
+              'student': (student, state.student_variables, student_tokenizer or tokenizer)}
+    result = report_lib.distillation_report(models, summary)
     return result, report_lib.markdown(result)
 
   if config.train.report and jax.process_count() > 1:
@@ -571,7 +731,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
       config=config, mesh=mesh, compiled=compiled, steps_per_epoch=steps_per_epoch,
       total_steps=total, description=description,
       train_batches=train_batches, evaluate=evaluate, progress=progress,
-      items_per_step=(size * (length - 1), 'tokens'),
+      items_per_step=(size * (student_length - 1), 'tokens'),
       prepare=(functools.partial(on_policy.prepare, student,
                                  compile_lib.placer(compiled.batch_sharding))
                if on_policy else None),

@@ -7,7 +7,8 @@ r"""Exports a language-model run's student: a Hugging Face folder or a GGUF file
 Reads the run's ``config.json`` and latest checkpoint (the student's params
 only), rebuilds the student's architecture from the config and the teacher's
 metadata (``tasks.language_model.student_architecture``: no teacher tensor is
-read), and writes it with the teacher's tokenizer (``llm.export``). The folder
+read), and writes it with its tokenizer (the teacher's, or the run's
+``student.tokenizer``; GGUF takes byte-level BPE ones only) (``llm.export``). The folder
 loads in ``transformers.AutoModelForCausalLM.from_pretrained(out)``; the GGUF
 file in llama.cpp, in ``transformers`` (``gguf_file=``) and back in
 ``distill_jax`` (``teacher.pretrained=out`` / ``student.pretrained=out``).
@@ -26,7 +27,7 @@ from distill_jax import checkpoint
 from distill_jax.llm import export
 from distill_jax.llm import weights
 from distill_jax.llm.model import LlamaConfig
-from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer
+from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer, resolve_tokenizer
 from distill_jax.tasks import language_model
 
 FORMATS = ('hf', 'gguf')
@@ -39,14 +40,16 @@ def load_student(workdir: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Toke
     raise ValueError(f'{workdir}: task {config.get("task")!r}; export writes language-model '
                      'students (task language_model).')
   teacher_path = weights.resolve_pretrained(config.teacher.pretrained)
+  # The student's own tokenizer (student.tokenizer), else the teacher's.
+  tokenizer = load_tokenizer(resolve_tokenizer(config.student.get('tokenizer') or teacher_path))
   model_config, _ = language_model.student_architecture(
-      config, weights.pretrained_config(teacher_path))
+      config, weights.pretrained_config(teacher_path), tokenizer.vocab_size)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           nn.unbox(weights.abstract_params(model_config)))
   variables = checkpoint.load_teacher(workdir, abstract, f'llama {model_config}', 'student')
   params = jax.tree.map(np.asarray, jax.device_get(variables['params']))
-  return model_config, params, load_tokenizer(teacher_path)
+  return model_config, params, tokenizer
 
 
 def run(workdir: str, fmt: str, out: str, gguf_type: str = 'f32') -> str:

@@ -3,8 +3,8 @@
 ``teacher_layers``: the student's params are the teacher's embedding, norms,
 head and chosen blocks, in either layout (unrolled / scanned, both ways); with
 every block kept, the student is the teacher (divergence 0 at step 0).
-``pretrained``: the params are the file's; a different vocabulary is one
-clear error. Config mistakes fail before anything is loaded.
+``pretrained``: the params are the file's; a vocabulary of the teacher's family
+that differs in size is mapped by token string, any other is one clear error. Config mistakes fail before anything is loaded.
 """
 
 import dataclasses
@@ -16,6 +16,7 @@ import pytest
 from distill_jax import train as train_lib
 from distill_jax.llm import export
 from distill_jax.llm import student_init
+from distill_jax.llm import vocabulary
 from distill_jax.llm.model import Llama
 from distill_jax.llm.weights import load_gguf
 from tests.llm.conftest import TOKENS, random_variables, tiny_config, tiny_tokenizer, write_gguf
@@ -106,14 +107,40 @@ def test_pretrained_student_starts_from_the_file(teacher, tmp_path):
   assert np.isfinite(float(metrics['loss']))
 
 
-def test_pretrained_student_with_another_vocabulary_is_refused(teacher, tmp_path):
+def test_pretrained_student_with_another_size_and_no_tokenizer_is_refused(teacher, tmp_path):
   other = tiny_config(vocab_size=300)
   path = str(tmp_path / 'other.gguf')
   write_gguf(path, other, random_variables(other), with_tokenizer=False)
-  with pytest.raises(ValueError, match=r"its vocabulary has 300 tokens, the teacher's 263; "
-                     'token-level distillation needs the same tokenizer'):
+  with pytest.raises(ValueError, match=r'no tokenizer in it to map its labels by, and it has '
+                     "300 labels, the teacher 263; token-level distillation needs one"):
     train_lib.build(_config(teacher, **{'student.init': 'pretrained',
                                         'student.pretrained': path}))
+
+
+def test_pretrained_student_of_the_teachers_family_is_mapped_by_token_string(teacher, tmp_path):
+  """A student vocabulary padded with 5 tokens the teacher lacks (as Qwen checkpoints
+  differ in padded rows): mapped, not refused; the teacher's logits reach the
+  student's labels, the extra ones with probability 0."""
+  padded = tuple(TOKENS) + tuple(f'[PAD{i}]' for i in range(5))
+  student_config = tiny_config(vocab_size=len(padded), num_layers=1)
+  path = str(tmp_path / 'padded.gguf')
+  export.write_gguf(path, student_config, random_variables(student_config, seed=3)['params'],
+                    tiny_tokenizer(padded))
+  overrides = {'student.init': 'pretrained', 'student.pretrained': path,
+               'student.kwargs.num_layers': 1}
+  exp = train_lib.build(_config(teacher, **overrides), jax.devices()[:1])
+  assert ("mapped to the teacher's by token string: 268 labels, the teacher 263; 5 student "
+          'labels have no teacher label') in exp.description
+  _, metrics = one_step(_config(teacher, **overrides), jax.devices()[:1])
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['divergence']) > 0
+  mapping = vocabulary.one_family_map(tiny_tokenizer(padded), tiny_tokenizer(),
+                                      student_vocab=268, teacher_vocab=263)
+  np.testing.assert_array_equal(mapping, list(range(263)) + [-1] * 5)
+  logits = jax.random.normal(jax.random.key(0), (2, 263))
+  on_student = vocabulary.remap_logits(logits, mapping)
+  np.testing.assert_allclose(jax.nn.softmax(on_student)[:, :263], jax.nn.softmax(logits),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(jax.nn.softmax(on_student)[:, 263:], 0.0)
 
 
 @pytest.mark.parametrize('overrides,match', [
@@ -128,13 +155,13 @@ def test_init_config_errors(teacher, overrides, match):
 
 
 def test_pretrained_student_with_another_tokenizer_is_refused(teacher, tmp_path):
-  """Same size, two token ids swapped: the hashes of the vocabularies differ."""
+  """Same size, two token ids swapped: not one vocabulary, refused."""
   swapped = list(TOKENS)
   swapped[10], swapped[11] = swapped[11], swapped[10]
   path = str(tmp_path / 'swapped.gguf')
   export.write_gguf(path, tiny_config(), random_variables(tiny_config())['params'],
                     tiny_tokenizer(tuple(swapped)))
-  with pytest.raises(ValueError, match="its tokenizer .* is not the teacher's .* both have 263"):
+  with pytest.raises(ValueError, match=r"not one family: 2 tokens have other ids .*student\.tokenizer"):
     train_lib.build(_config(teacher, **{'student.init': 'pretrained',
                                         'student.pretrained': path}))
 
