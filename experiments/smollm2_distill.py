@@ -20,13 +20,15 @@ the loss and in where the response tokens come from:
   once (``tools.cache_teacher_logits.run``) over ``--cache_windows``
   random training windows; no teacher forward in the train step
   (``token_sparse_kl``, tail bucket);
-* ``uld`` / ``gold``: the same student on another tokenizer, BERT's uncased
+* ``wordpiece_ce`` / ``uld`` / ``gold``: the same student on another tokenizer, BERT's uncased
   WordPiece (30,522 tokens, ``student.tokenizer=minilm``): the plays
   tokenized by both and aligned by characters into spans, ULD between the
   spans' sorted distributions mixed half and half with CE, as the ULD paper
   trains (``token_uld``: alone, ULD matches the shape of the teacher's
   distribution, not which tokens carry it), or GOLD's hybrid with a KL term
-  on the tokens both vocabularies spell alike (``token_gold``). Per-token
+  on the tokens both vocabularies spell alike (``token_gold``); ``wordpiece_ce``
+  is that student trained with CE alone (``ce_weight=1``), the baseline the
+  other two are read against (uncased text is easier to predict). Per-token
   perplexities do not compare across tokenizers: the table's bits per
   character do.
 
@@ -103,6 +105,8 @@ METHOD_RUNS = {
     'seqkd': ('sequence-level KD (CE on teacher samples)', 'method=token_ce'),
     'onpolicy': ('on-policy GKD, JSD(0.5), lambda=0.5', 'method=token_jsd,beta=0.5,lam=0.5'),
     'cached': ('forward KL to cached top-128 teacher targets', 'method=token_sparse_kl'),
+    'wordpiece_ce': ('student on BERT WordPiece from scratch (CE; ULD only measured)',
+                     'method=token_uld,student_tokenizer=minilm,ce_weight=1.0'),
     'uld': ('student on BERT WordPiece: CE + ULD on aligned spans (0.5 each)',
             'method=token_uld,student_tokenizer=minilm,ce_weight=0.5'),
     'gold': ('student on BERT WordPiece: GOLD hybrid (KL on shared tokens + ULD)',
@@ -295,7 +299,7 @@ def methods_table(results) -> list[str]:
       f'| teacher (SmolLM2-135M-Instruct) | | {any_run["teacher_perplexity"]:.1f} | '
       f'{_bits_per_char(any_run, results, "teacher_"):.3f} | 1.000 | 0 | |',
   ]
-  for run in runs.values():
+  for run in (runs[name] for name in METHOD_RUNS if name in runs):
     perplexity = cell(run, 'perplexity', '.1f') if 'agreement' in run else '-'
     lines.append(f'| {run["label"]} | `{_arg(run)}` | {perplexity} | '
                  f'{_bits_per_char(run, results):.3f} '
