@@ -79,7 +79,12 @@ def _chunked(row_fn, arrays: tuple[Array | None, ...], chunk_rows: int) -> Array
   return values.reshape((padded,) + values.shape[2:])[:n]
 
 
-def _check_rows(student_logits, teacher_logits, name):
+def _over_rows(name: str, row_fn, student_logits: ArrayLike, teacher_logits: ArrayLike,
+               student_log_scale: ArrayLike | None, teacher_log_scale: ArrayLike | None,
+               chunk_rows: int) -> Array:
+  """``row_fn(s, t, s_scale, t_scale)`` over the checked rows, in chunks; the
+  teacher's logits and scales are not differentiated."""
+  student_logits, teacher_logits = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
   if student_logits.ndim != 2 or teacher_logits.ndim != 2:
     raise ValueError(f'{name} takes rows [N, V]: got student {student_logits.shape}, '
                      f'teacher {teacher_logits.shape}.')
@@ -87,6 +92,12 @@ def _check_rows(student_logits, teacher_logits, name):
     raise ValueError(f'{name}: the student has {student_logits.shape[0]} rows and the '
                      f'teacher {teacher_logits.shape[0]}; align them first '
                      '(distill_jax.data.token_alignment).')
+  scale = lambda x: None if x is None else jnp.asarray(x)
+  teacher_log_scale = scale(teacher_log_scale)
+  if teacher_log_scale is not None:
+    teacher_log_scale = jax.lax.stop_gradient(teacher_log_scale)
+  return _chunked(row_fn, (student_logits, jax.lax.stop_gradient(teacher_logits),
+                           scale(student_log_scale), teacher_log_scale), chunk_rows)
 
 
 @register('losses', 'uld')
@@ -111,19 +122,12 @@ def uld_distance(student_logits: ArrayLike, teacher_logits: ArrayLike, *,
   Returns:
     ``[N]`` float32, in ``[0, 2]`` for unscaled rows.
   """
-  student_logits, teacher_logits = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
-  _check_rows(student_logits, teacher_logits, 'uld_distance')
-  teacher_logits = jax.lax.stop_gradient(teacher_logits)
-  if teacher_log_scale is not None:
-    teacher_log_scale = jax.lax.stop_gradient(jnp.asarray(teacher_log_scale))
-
   def rows(s, t, s_scale, t_scale):
     return _sorted_l1(_rows_probs(s, s_scale, temperature), _rows_probs(t, t_scale, temperature),
                       top_k)
 
-  return _chunked(rows, (student_logits, teacher_logits,
-                         None if student_log_scale is None else jnp.asarray(student_log_scale),
-                         teacher_log_scale), chunk_rows)
+  return _over_rows('uld_distance', rows, student_logits, teacher_logits, student_log_scale,
+                    teacher_log_scale, chunk_rows)
 
 
 @register('losses', 'hybrid_uld')
@@ -146,18 +150,13 @@ def hybrid_uld(student_logits: ArrayLike, teacher_logits: ArrayLike, *,
     ``sum_m p_t[t_m] (log p_t[t_m] - log p_s[s_m])`` over the pairs, and the
     sorted L1 distance between the rows with the matched labels zeroed.
   """
-  student_logits, teacher_logits = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
-  _check_rows(student_logits, teacher_logits, 'hybrid_uld')
   s_ids = jnp.asarray(matched_student_ids, jnp.int32)
   t_ids = jnp.asarray(matched_teacher_ids, jnp.int32)
   if s_ids.shape != t_ids.shape or s_ids.ndim != 1:
     raise ValueError(f'hybrid_uld: matched ids must be two [M] arrays; got {s_ids.shape} '
                      f'and {t_ids.shape}.')
-  teacher_logits = jax.lax.stop_gradient(teacher_logits)
-  if teacher_log_scale is not None:
-    teacher_log_scale = jax.lax.stop_gradient(jnp.asarray(teacher_log_scale))
-  s_keep = jnp.ones(student_logits.shape[-1], jnp.float32).at[s_ids].set(0.0)
-  t_keep = jnp.ones(teacher_logits.shape[-1], jnp.float32).at[t_ids].set(0.0)
+  s_keep = jnp.ones(jnp.shape(student_logits)[-1], jnp.float32).at[s_ids].set(0.0)
+  t_keep = jnp.ones(jnp.shape(teacher_logits)[-1], jnp.float32).at[t_ids].set(0.0)
 
   def rows(s, t, s_scale, t_scale):
     p_s = _rows_probs(s, s_scale, temperature)
@@ -168,9 +167,8 @@ def hybrid_uld(student_logits: ArrayLike, teacher_logits: ArrayLike, *,
                                              jnp.log(jnp.maximum(ps_m, tiny))), 0.0), -1)
     return jnp.stack([kl, _sorted_l1(p_s * s_keep, p_t * t_keep, top_k)], -1)
 
-  both = _chunked(rows, (student_logits, teacher_logits,
-                         None if student_log_scale is None else jnp.asarray(student_log_scale),
-                         teacher_log_scale), chunk_rows)
+  both = _over_rows('hybrid_uld', rows, student_logits, teacher_logits, student_log_scale,
+                    teacher_log_scale, chunk_rows)
   return both[:, 0], both[:, 1]
 
 

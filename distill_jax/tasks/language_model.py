@@ -115,10 +115,8 @@ def _check_cross_tokenizer(config: ml_collections.ConfigDict) -> None:
   """A student tokenizer other than the teacher's goes with a cross-tokenizer method,
   a random student and Shakespeare windows."""
   name, tokenizer = config.method.name, config.student.tokenizer
-  across = (name in registry.names('methods') and
-            getattr(registry.get('methods', name), 'cross_tokenizer', False))
-  cross_methods = [n for n in base.methods_of('language_model')
-                   if getattr(registry.get('methods', n), 'cross_tokenizer', False)]
+  crosses = lambda n: getattr(registry.get('methods', n), 'cross_tokenizer', False)
+  across = name in registry.names('methods') and crosses(name)
   if across and not tokenizer:
     raise ValueError(f'method.name={name!r} distills across tokenizers: set student.tokenizer '
                      "(e.g. 'minilm'); with the teacher's tokenizer use a token-level method "
@@ -128,7 +126,7 @@ def _check_cross_tokenizer(config: ml_collections.ConfigDict) -> None:
   if not across:
     raise ValueError(f'student.tokenizer={tokenizer!r}: the student has its own vocabulary, '
                      f'so method.name={name!r} (one vocabulary) cannot compare the two; use '
-                     f'{" or ".join(cross_methods)}.')
+                     f'{" or ".join(n for n in base.methods_of("language_model") if crosses(n))}.')
   for key, value, allowed in (('student.init', config.student.init, 'random'),
                               ('data.name', config.data.name, 'shakespeare')):
     if value != allowed:
