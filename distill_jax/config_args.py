@@ -31,12 +31,17 @@ def parse_config_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any
   return values
 
 
-def load_config_file(path: str, arg: str | None = None):
-  """``get_config(arg)`` of the config file at ``path`` (as ``--config=path:arg`` does)."""
+def load_config_module(path: str):
+  """The config file at ``path`` as a module (its ``get_config``, ``SMOKE_TEST_ARGS``...)."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location('distill_jax_config', path)
   if spec is None or not os.path.exists(path):
     raise FileNotFoundError(f'No config file at {path!r}.')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
+
+
+def load_config_file(path: str, arg: str | None = None):
+  """``get_config(arg)`` of the config file at ``path`` (as ``--config=path:arg`` does)."""
+  return load_config_module(path).get_config(arg)

@@ -41,10 +41,14 @@ REPORT_FILE = 'report.md'
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """The checks of every run before anything is built: keys (``defaults.validate``)
-  and ``train.nan_policy``."""
+  """The checks of every run before anything is built: keys (``defaults.validate``),
+  ``train.nan_policy`` and ``train.keep_checkpoints``."""
   defaults.validate(config)
   check_nan_policy(config)
+  keep = config.train.keep_checkpoints
+  if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+    raise ValueError(f'train.keep_checkpoints={keep!r} must be an integer >= 1: the final '
+                     'checkpoint is what resumes the run and what a student of it reads.')
 
 
 def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:

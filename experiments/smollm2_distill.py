@@ -20,6 +20,15 @@ the loss and in where the response tokens come from:
   once (``tools.cache_teacher_logits.run``) over ``--cache_windows``
   random training windows; no teacher forward in the train step
   (``token_sparse_kl``, tail bucket);
+* ``hidden`` / ``minilm`` / ``minilmv2``: forward KL plus a term on the blocks:
+  RMS-normalized hidden states of every student block against teacher blocks
+  6, 14, 21, 29 through learned projections (``token_hidden``,
+  ``layer_map=uniform``), MiniLM's attention-distribution and value-relation
+  KL of the last blocks (``token_minilm``; it needs one head count, so this
+  student has the teacher's 9 heads / 3 KV heads, of width 32: the same
+  parameter count; ``fkl_heads`` is that student with forward KL alone) and
+  MiniLMv2's query/key/value self-relations with 8
+  relation heads of their own (``token_minilmv2``);
 * ``wordpiece_ce`` / ``uld`` / ``gold``: the same student on another tokenizer, BERT's uncased
   WordPiece (30,522 tokens, ``student.tokenizer=minilm``): the plays
   tokenized by both and aligned by characters into spans, ULD between the
@@ -74,7 +83,7 @@ from distill_jax.llm import seqkd
 from distill_jax.llm.model import Llama
 from distill_jax.llm.sampling import SamplingParams
 from distill_jax.llm.tokenizer import load_tokenizer
-from distill_jax.llm.weights import load_pretrained, resolve_pretrained
+from distill_jax.llm.weights import load_pretrained, pretrained_config, resolve_pretrained
 from distill_jax.tasks import language_model
 from distill_jax.tools import cache_teacher_logits
 
@@ -105,6 +114,14 @@ METHOD_RUNS = {
     'seqkd': ('sequence-level KD (CE on teacher samples)', 'method=token_ce'),
     'onpolicy': ('on-policy GKD, JSD(0.5), lambda=0.5', 'method=token_jsd,beta=0.5,lam=0.5'),
     'cached': ('forward KL to cached top-128 teacher targets', 'method=token_sparse_kl'),
+    'hidden': ('forward KL + hidden states, every block (uniform map, projected 256 -> 576)',
+               'method=token_hidden,layer_map=uniform'),
+    'fkl_heads': ("forward KL, student with the teacher's 9 heads / 3 KV heads (of 32)",
+                  'method=token_kl,heads=9,kv_heads=3,head_dim=32'),
+    'minilm': ('forward KL + MiniLM attention and value relations, last block (that student)',
+               'method=token_minilm,heads=9,kv_heads=3,head_dim=32'),
+    'minilmv2': ('forward KL + MiniLMv2 query/key/value relations, last block (8 relation '
+                 'heads)', 'method=token_minilmv2'),
     'wordpiece_ce': ('student on BERT WordPiece from scratch (CE; ULD only measured)',
                      'method=token_uld,student_tokenizer=minilm,ce_weight=1.0'),
     'uld': ('student on BERT WordPiece: CE + ULD on aligned spans (0.5 each)',
@@ -115,17 +132,27 @@ METHOD_RUNS = {
 # The students table's shapes: the teacher (30 blocks, d=576, SwiGLU 1536, 9
 # heads / 3 KV heads of 64) cut to 7 of its blocks, or pruned to d=320, SwiGLU
 # 896 and 1 KV group (3 query heads) in every block; the random student has the
-# pruned one's architecture.
+# pruned one's architecture (random_shape).
 LAYERS_SHAPE = 'init=teacher_layers,layers=7'
 PRUNED_SHAPE = 'init=pruned,hidden=320,ffn=896,kv_heads=1'
-RANDOM_SHAPE = 'layers=30,hidden=320,ffn=896,heads=3,kv_heads=1,head_dim=64'
+
+
+def random_shape() -> str:
+  """The config args of a random student with the pruned one's architecture
+  (``language_model.student_architecture``, as the Quickstart derives it)."""
+  config = row_config(f'method=token_ce,{PRUNED_SHAPE}')
+  teacher = pretrained_config(resolve_pretrained(config.teacher.pretrained))
+  architecture, _ = language_model.student_architecture(config, teacher)
+  shape_args = config_args.load_config_module(CONFIG).STUDENT_SHAPE_ARGS
+  return ','.join(f'{arg}={getattr(architecture, key)}' for arg, key in shape_args.items())
 
 
 def student_runs() -> dict[str, tuple[str, str]]:
   """The students table's rows: ``{name: (label, config arg)}``."""
+  random = random_shape()
   return {
-      'random_ce': ('random init, CE', f'method=token_ce,{RANDOM_SHAPE}'),
-      'random_fkl': ('random init, forward KL', f'method=token_kl,{RANDOM_SHAPE}'),
+      'random_ce': ('random init, CE', f'method=token_ce,{random}'),
+      'random_fkl': ('random init, forward KL', f'method=token_kl,{random}'),
       'layers_ce': ('7 of the 30 teacher blocks, CE',
                     f'method=token_ce,{LAYERS_SHAPE}'),
       'layers_fkl': ('7 of the 30 teacher blocks, forward KL',

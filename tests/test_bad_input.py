@@ -33,6 +33,8 @@ CASES = {
                                        'train.batch_size=12 is not divisible by the 8 batch shards'),
     'method needs a teacher': ({'method.name': 'kd'}, ValueError,
                                "Method 'kd' needs a teacher: set config.teacher.workdir"),
+    'no checkpoints kept': ({'train.keep_checkpoints': 0}, ValueError,
+                            'train.keep_checkpoints=0 must be an integer >= 1'),
     'bad hyper-parameter': ({'method.name': 'kd', 'method.temperature': 0.0}, ValueError,
                             'kd.temperature must be > 0'),
     'missing data set': ({'data.name': 'cifar10'}, FileNotFoundError, 'cifar10'),

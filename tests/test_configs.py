@@ -19,9 +19,7 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursiv
 
 
 def _module_attribute(path, name):
-  namespace = {'__file__': path}
-  exec(compile(open(path).read(), path, 'exec'), namespace)  # pylint: disable=exec-used
-  return namespace.get(name)
+  return getattr(config_args.load_config_module(path), name, None)
 
 
 def test_there_are_configs():

@@ -133,6 +133,7 @@ def test_two_process_lm_run_equals_one_process_bit_exact(lm_teacher, tmp_path):
   assert results[0]['eval'] == pytest.approx(results[1]['eval'], rel=1e-5)
 
 
+@pytest.mark.slow  # ~85 s; CI runs the vision case's host sync and the LM two-process run
 def test_two_process_lm_run_preempted_on_one_host_resumes_bit_exact(lm_teacher, tmp_path):
   # sharding.mode=auto (jit): a resume on the same layout is bit-exact without
   # reduce_in_order.

@@ -17,6 +17,10 @@ Arguments:
                level KD with seqkd_data_dir), token_kl, token_reverse_kl,
                token_jsd (beta), token_tv, token_skew_kl, ...
   beta         token_jsd's teacher weight (0.5).
+  layer_map    token_hidden / token_minilm / token_minilmv2: which student block
+               learns from which teacher block ('last', 'last:<k>', 'uniform'
+               or pairs such as '0:9 3:29'; methods/layer_maps.py).
+  relation_heads   token_minilmv2's relation-head count (8).
   ce_weight    the weight of the next-token cross-entropy mixed into the method's
                divergence (method.ce_weight; 0).
   lam          on-policy (GKD) probability of a student-generated batch (0).
@@ -39,8 +43,10 @@ Arguments:
                alone. teacher_layers takes layers, pruned the three widths,
                random any of them.
   student      the pretrained student: 'smollm2', a .gguf file or a HF folder.
-  student_tokenizer   a random student on another tokenizer ('minilm': BERT's
-               WordPiece), with method=token_uld or token_gold.
+  student_tokenizer   a student on another tokenizer ('minilm': BERT's WordPiece,
+               or a .gguf / HF folder: a pretrained student's own, with
+               init=pretrained,student=<the same>), with method=token_uld or
+               token_gold.
   steps, batch_size, learning_rate, warmup_steps (30), seed.
   runlocal     a tiny student, 2 plays, 2 steps (for tests; pass a small
                teacher=<file.gguf>).
@@ -56,7 +62,11 @@ from distill_jax import defaults
 # Runs of tests/test_configs.py (with runlocal added; {teacher} = a tiny GGUF).
 SMOKE_TEST_ARGS = ('method=token_kl,teacher={teacher}',
                    'method=token_jsd,lam=0.5,teacher={teacher}',
-                   'method=token_gold,student_tokenizer=minilm,teacher={teacher}')
+                   'method=token_gold,student_tokenizer=minilm,teacher={teacher}',
+                   'method=token_uld,student_tokenizer=minilm,ce_weight=0.5,teacher={teacher}',
+                   'method=token_hidden,layer_map=uniform,teacher={teacher}',
+                   'method=token_minilm,layer_map=uniform,teacher={teacher}',
+                   'method=token_minilmv2,layer_map=last:2,relation_heads=4,teacher={teacher}')
 STUDENT_SHAPE_ARGS = {'layers': 'num_layers', 'hidden': 'hidden_size',
                       'ffn': 'intermediate_size', 'heads': 'num_heads',
                       'kv_heads': 'num_kv_heads', 'head_dim': 'head_dim'}
@@ -64,7 +74,8 @@ STUDENT_SHAPE_ARGS = {'layers': 'num_layers', 'hidden': 'hidden_size',
 
 def get_config(arg=None):
   args = config_args.parse_config_arg(arg, {
-      'method': 'token_kl', 'beta': 0.5, 'ce_weight': 0.0, 'lam': 0.0, 'seqkd_data_dir': '',
+      'method': 'token_kl', 'beta': 0.5, 'ce_weight': 0.0, 'layer_map': '',
+      'relation_heads': 0, 'lam': 0.0, 'seqkd_data_dir': '',
       'seqkd_name': '',
       'logit_cache_dir': '',
       'teacher': 'smollm2', 'init': 'random', 'student': '', 'student_tokenizer': '',
@@ -85,6 +96,10 @@ def get_config(arg=None):
     config.method.beta = float(args['beta'])
   if args['ce_weight']:
     config.method.ce_weight = float(args['ce_weight'])
+  if args['layer_map']:
+    config.method.layer_map = str(args['layer_map'])
+  if int(args['relation_heads']):
+    config.method.relation_heads = int(args['relation_heads'])
   config.on_policy.lam = float(args['lam'])
   if args['seqkd_data_dir'] or args['seqkd_name']:
     config.data.name = 'seqkd'

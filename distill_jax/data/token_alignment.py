@@ -51,8 +51,8 @@ def token_spans(student_offsets: Offsets, teacher_offsets: Offsets, *,
       each side's tokens, in order.
     start: text position the spans start from; tokens ending at or before it
       are left out (a span starts at the first common boundary after
-      ``start`` -- pass one, e.g. from ``first_common_boundary``, to have the
-      first span start exactly there).
+      ``start`` -- pass a common boundary to have the first span start exactly
+      there).
 
   Returns:
     ``(student_span [n_s], teacher_span [n_t], span_ends [n_spans])``: int32
@@ -72,15 +72,6 @@ def token_spans(student_offsets: Offsets, teacher_offsets: Offsets, *,
     return np.where(outside, -1, index).astype(np.int32)
 
   return spans(student_offsets), spans(teacher_offsets), common.astype(np.int32)
-
-
-def first_common_boundary(student_offsets: Offsets, teacher_offsets: Offsets,
-                          at_or_after: int) -> int | None:
-  """The first position ``>= at_or_after`` where both sides have a token boundary
-  (None: none); a prompt cut there ends at the same character on both sides."""
-  common = np.intersect1d(boundaries(student_offsets), boundaries(teacher_offsets))
-  common = common[common >= at_or_after]
-  return int(common[0]) if len(common) else None
 
 
 def aligned_windows(student: tuple[Sequence[int], Offsets], teacher: tuple[Sequence[int], Offsets],

@@ -36,7 +36,13 @@ pass. Attention runs through ``jax.nn.dot_product_attention``.
 The model returns ``(logits [B, T, V] float32, features)`` (CONTRIBUTING.md
 rule 5) with features ``embed`` (token embeddings), ``hidden_<i>`` (output of
 block ``i``, ``[B, T, D]``), ``pre_logits`` (after the final norm) and, when
-asked for, ``attn_<i>`` (attention probabilities ``[B, H, T, S]``).
+asked for (``attention_features``), block ``i``'s ``attn_<i>`` (attention
+probabilities ``[B, H, T, S]`` float32) and its projections before RoPE
+``query_<i>`` ``[B, T, H, Dh]``, ``key_<i>`` and ``value_<i>`` ``[B, T, H_kv,
+Dh]`` (the relation methods, ``methods/token_minilm*.py``): a bare name
+(``'attn'``) asks every block, ``'attn_3'`` block 3 only, so the other blocks
+keep the fused attention (with ``scan_layers`` every block computes what any
+block is asked for).
 
 Generation keeps a KV cache (``init_cache``): a pytree with the keys and values
 of every layer ``[B, S, H_kv, Dh]``, the validity of each cache slot ``[B, S]``
@@ -48,7 +54,7 @@ padded row gets the same RoPE phases as the same prompt unpadded.
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -59,6 +65,30 @@ from distill_jax.losses.large_vocab import LinearLogits, softcap
 Array = jax.Array
 Dtype = Any
 Cache = dict[str, Any]
+ATTENTION_FEATURES = ('attn', 'query', 'key', 'value')
+
+
+def _check_attention_features(requested: Sequence[str], num_layers: int) -> None:
+  def valid(name):
+    base, _, index = name.rpartition('_')
+    return name in ATTENTION_FEATURES or (
+        base in ATTENTION_FEATURES and index.isdigit() and int(index) < num_layers)
+  bad = [name for name in requested if not valid(name)]
+  if bad:
+    raise ValueError(f'Llama: unknown attention_features {bad}: use {", ".join(ATTENTION_FEATURES)}'
+                     f' (every block) or <name>_<block> for a block in 0..{num_layers - 1}.')
+
+
+def _block_outputs(requested: Sequence[str], block: int | None) -> tuple[str, ...]:
+  """The ``ATTENTION_FEATURES`` block ``block`` returns for ``requested``
+  (``None``: the scanned blocks, which all return what any is asked for)."""
+  def asked(name):
+    if name in requested:
+      return True
+    if block is None:
+      return any(r.rpartition('_')[0] == name for r in requested)
+    return f'{name}_{block}' in requested
+  return tuple(name for name in ATTENTION_FEATURES if asked(name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,20 +247,21 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x: Array, cos: Array, sin: Array, allowed: Array,
                kv_cache: dict[str, Array] | None, index: Array | None,
-               return_probs: bool = False
-               ) -> tuple[Array, Array | None, dict[str, Array] | None]:
+               outputs: tuple[str, ...] = ()
+               ) -> tuple[Array, dict[str, Array], dict[str, Array] | None]:
     """``x`` ``[B, T, D]``; ``allowed`` bool ``[B, T, S]`` (query may see key).
 
     Without a cache the keys are this call's ``T`` tokens (``S = T``); with
     one, this call's keys and values are written at slot ``index`` of the
     cache's ``[B, S, H_kv, Dh]`` arrays first. Attention is
     ``jax.nn.dot_product_attention`` (cuDNN's fused kernel on GPU where it
-    applies, XLA elsewhere); ``return_probs`` computes it explicitly instead,
-    to return the probabilities.
+    applies, XLA elsewhere); ``'attn'`` in ``outputs`` computes it explicitly
+    instead, to return the probabilities.
 
-    Returns the output ``[B, T, D]``, the attention probabilities
-    ``[B, H, T, S]`` float32 (None unless ``return_probs``) and the updated
-    cache (or None).
+    Returns the output ``[B, T, D]``, the ``outputs`` asked for (of
+    ``ATTENTION_FEATURES``: ``attn`` ``[B, H, T, S]`` float32, ``query``
+    ``[B, T, H, Dh]``, ``key`` / ``value`` ``[B, T, H_kv, Dh]`` before RoPE
+    and the cache) and the updated cache (or None).
     """
     c = self.config
     d, h, kv, dh = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
@@ -247,6 +278,7 @@ class Attention(nn.Module):
       q = q + _param(self, 'q_bias', (h, dh), ('heads', 'head_dim'), zeros).astype(self.dtype)
       k = k + _param(self, 'k_bias', (kv, dh), ('kv_heads', 'head_dim'), zeros).astype(self.dtype)
       v = v + _param(self, 'v_bias', (kv, dh), ('kv_heads', 'head_dim'), zeros).astype(self.dtype)
+    extras = {name: x for name, x in (('query', q), ('key', k), ('value', v)) if name in outputs}
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     new_cache = None
     if kv_cache is not None:
@@ -256,19 +288,18 @@ class Attention(nn.Module):
       new_cache = {'k': k, 'v': v}
       k, v = k.astype(self.dtype), v.astype(self.dtype)
     b, t = q.shape[:2]
-    probs = None
-    if return_probs:
+    if 'attn' in outputs:
       q = q.reshape(b, t, kv, h // kv, dh)
       scores = jnp.einsum('btkgd,bskd->bkgts', q, k,
                           preferred_element_type=jnp.float32) / math.sqrt(dh)
       scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
       probs = jax.nn.softmax(scores, axis=-1)
       out = jnp.einsum('bkgts,bskd->btkgd', probs.astype(self.dtype), v).reshape(b, t, h, dh)
-      probs = probs.reshape(b, h, t, -1)
+      extras['attn'] = probs.reshape(b, h, t, -1)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None])
     _sow_importance(self, out, per_head=True)
-    return jnp.einsum('bthk,hkd->btd', out, wo.astype(self.dtype)), probs, new_cache
+    return jnp.einsum('bthk,hkd->btd', out, wo.astype(self.dtype)), extras, new_cache
 
 
 class SwiGLU(nn.Module):
@@ -296,17 +327,17 @@ class Block(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cos, sin, allowed, kv_cache, index, return_probs):
-    """``(x', (x', probs, kv_cache'))``: the scan layout (carry, per-layer outputs)."""
+  def __call__(self, x, cos, sin, allowed, kv_cache, index, outputs):
+    """``(x', (x', attention outputs, kv_cache'))``: the scan layout (carry,
+    per-layer outputs); ``outputs`` as ``Attention``."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     eps = self.config.rms_norm_eps
-    attn_out, probs, kv_cache = Attention(self.config, name='attn', **kw)(
-        RMSNorm(eps, name='attn_norm', **kw)(x), cos, sin, allowed, kv_cache, index,
-        return_probs)
+    attn_out, extras, kv_cache = Attention(self.config, name='attn', **kw)(
+        RMSNorm(eps, name='attn_norm', **kw)(x), cos, sin, allowed, kv_cache, index, outputs)
     x = x + attn_out
     x = x + SwiGLU(self.config, name='mlp', **kw)(RMSNorm(eps, name='mlp_norm', **kw)(x))
     x = constrain_activation(x)
-    return x, (x, probs, kv_cache)
+    return x, (x, extras, kv_cache)
 
 
 def _blocks(config: LlamaConfig, **kw) -> nn.Module | list[nn.Module]:
@@ -401,7 +432,8 @@ class Llama(nn.Module):
       raise ValueError(f'Llama expects int token ids [B, T]; got {tokens.dtype} '
                        f'{tuple(tokens.shape)}.')
 
-  def _forward(self, tokens, positions, allowed, cache, return_attention, return_logits=True):
+  def _forward(self, tokens, positions, allowed, cache, attention_features=(),
+               return_logits=True):
     c = self.config
     # The table whole in width before the lookup (gathered under FSDP), so the
     # looked-up rows can take the activation layout without a reshuffle.
@@ -412,20 +444,21 @@ class Llama(nn.Module):
     index = None if cache is None else cache['index']
     if c.scan_layers:
       kv_caches = None if cache is None else cache['layers']
-      x, (hidden, probs, new_layers) = self.layers(x, cos, sin, allowed, kv_caches, index,
-                                                   return_attention)
-      per_layer = [(hidden[i], None if probs is None else probs[i]) for i in range(c.num_layers)]
+      x, (hidden, extras, new_layers) = self.layers(x, cos, sin, allowed, kv_caches, index,
+                                                    _block_outputs(attention_features, None))
+      per_layer = [(hidden[i], {k: v[i] for k, v in extras.items()})
+                   for i in range(c.num_layers)]
     else:
       per_layer, new_layers = [], []
       for i, layer in enumerate(self.layers):
         kv_cache = None if cache is None else cache['layers'][i]
-        x, (_, probs, kv_cache) = layer(x, cos, sin, allowed, kv_cache, index, return_attention)
-        per_layer.append((x, probs))
+        x, (_, extras, kv_cache) = layer(x, cos, sin, allowed, kv_cache, index,
+                                         _block_outputs(attention_features, i))
+        per_layer.append((x, extras))
         new_layers.append(kv_cache)
-    for i, (hidden_i, probs_i) in enumerate(per_layer):
+    for i, (hidden_i, extras_i) in enumerate(per_layer):
       features[f'hidden_{i}'] = hidden_i
-      if return_attention:
-        features[f'attn_{i}'] = probs_i
+      features.update({f'{k}_{i}': v for k, v in extras_i.items()})
     x = constrain_activation(self.final_norm(x))
     features['pre_logits'] = x
     if not return_logits:
@@ -437,7 +470,7 @@ class Llama(nn.Module):
     return _scaled_and_capped(logits.astype(jnp.float32), c), features, new_layers
 
   def __call__(self, tokens: Array, *, token_mask: Array | None = None,
-               positions: Array | None = None, return_attention: bool = False,
+               positions: Array | None = None, attention_features: tuple[str, ...] = (),
                return_logits: bool = True, train: bool = False
                ) -> tuple[Array | None, dict[str, Array]]:
     """Full-sequence forward pass (training, scoring).
@@ -447,7 +480,9 @@ class Llama(nn.Module):
       token_mask: bool ``[B, T]``, False at padding (default: all True);
         padded keys are never attended to.
       positions: int ``[B, T]``; default counts the real tokens.
-      return_attention: add ``attn_<i>`` ``[B, H, T, T]`` to the features.
+      attention_features: names of ``ATTENTION_FEATURES`` (every block) or
+        ``<name>_<block>`` (one block) to add to the features (module
+        docstring); ``attn`` computes that block's attention explicitly.
       return_logits: False skips the output head (logits None): the fused
         losses take ``features['pre_logits']`` and ``linear_logits`` instead.
       train: unused (no dropout); accepted for the trainer's interface.
@@ -457,6 +492,7 @@ class Llama(nn.Module):
     """
     del train
     self._check_tokens(tokens)
+    _check_attention_features(attention_features, self.config.num_layers)
     t = tokens.shape[1]
     if t > self.config.max_seq_len:
       raise ValueError(f'Llama: sequence of {t} tokens is longer than the context '
@@ -467,8 +503,8 @@ class Llama(nn.Module):
       positions = default_positions(token_mask)
     causal = jnp.tril(jnp.ones((t, t), jnp.bool_))
     allowed = causal[None] & token_mask[:, None, :]
-    logits, features, _ = self._forward(tokens, positions, allowed, None, return_attention,
-                                        return_logits)
+    logits, features, _ = self._forward(tokens, positions, allowed, None,
+                                        tuple(attention_features), return_logits)
     return logits, features
 
   def decode(self, tokens: Array, cache: Cache, *, token_mask: Array | None = None,
@@ -493,5 +529,5 @@ class Llama(nn.Module):
     q_slot = index + jnp.arange(t)
     causal = jnp.arange(s)[None, :] <= q_slot[:, None]
     allowed = causal[None] & mask[:, None, :]
-    logits, _, layers = self._forward(tokens, positions, allowed, cache, False)
+    logits, _, layers = self._forward(tokens, positions, allowed, cache)
     return logits, {'index': index + t, 'mask': mask, 'layers': layers}

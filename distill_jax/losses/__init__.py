@@ -34,6 +34,10 @@ Across vocabularies (``cross_vocab.py``), rows ``[N, V_s]`` vs ``[N, V_t]``:
 (``'hybrid_uld'``, GOLD: KL on shared labels + ULD on the rest), and
 ``span_rows`` (the merged distribution of each aligned span).
 
+Self-attention relations of decoders (``token_relations.py``), per query
+token ``[B, T]``: ``attention_kl`` (``'attention_kl'``, MiniLM) and
+``self_relation_kl`` (``'self_relation_kl'``, MiniLMv2's relation heads).
+
 Feature kernels (``features.py``), NHWC maps ``[B, H, W, C]`` -> ``[B]``:
 ``hint_mse``, ``attention_transfer``, ``neuron_selectivity_mmd``,
 ``factor_transfer``, ``fsp_distance``, ``activation_boundary``,
@@ -62,6 +66,8 @@ from distill_jax.losses.large_vocab import vocab_sharded
 from distill_jax.losses.sparse_targets import sparse_kl_divergence
 from distill_jax.losses.cross_vocab import hybrid_uld
 from distill_jax.losses.cross_vocab import uld_distance
+from distill_jax.losses.token_relations import attention_kl
+from distill_jax.losses.token_relations import self_relation_kl
 from distill_jax.losses.features import activation_boundary
 from distill_jax.losses.features import attention_map
 from distill_jax.losses.features import attention_transfer
@@ -84,6 +90,7 @@ from distill_jax.losses.relations import similarity_preserving
 
 __all__ = [
     'activation_boundary',
+    'attention_kl',
     'attention_map',
     'attention_transfer',
     'correlation_congruence',
@@ -100,6 +107,7 @@ __all__ = [
     'probabilistic_knowledge_transfer',
     'rkd_angle',
     'rkd_distance',
+    'self_relation_kl',
     'similarity_preserving',
     'variational_information',
     'fused_linear_cross_entropy',
@@ -116,4 +124,5 @@ __all__ = [
     'sparse_kl_divergence',
     'total_variation',
     'uld_distance',
+    'vocab_sharded',
 ]

@@ -12,8 +12,10 @@ share ``common.Distiller`` (RepDistiller's ``CE + KD + weight * term``) and
 ``common.select`` (features by name or group); their connectors are in
 ``connectors``. Language models (token level, on ``token_base``):
 ``token_ce`` (no teacher), ``token_kl``, ``token_reverse_kl``, ``token_jsd``,
-``token_tv``, ``token_skew_kl``, ``token_hidden``, ``token_sparse_kl``
-(no teacher: cached sparse targets, ``data.logit_cache``), and across
+``token_tv``, ``token_skew_kl``, ``token_sparse_kl`` (no teacher: cached
+sparse targets, ``data.logit_cache``); on the blocks, ``token_hidden``
+(hidden states), ``token_minilm`` and ``token_minilmv2`` (self-attention
+relations), paired by ``layer_maps``; and across
 tokenizers ``token_uld`` and ``token_gold`` (aligned spans,
 ``data.token_alignment``).
 
@@ -42,6 +44,8 @@ from distill_jax.methods import token_hidden
 from distill_jax.methods import token_gold
 from distill_jax.methods import token_jsd
 from distill_jax.methods import token_kl
+from distill_jax.methods import token_minilm
+from distill_jax.methods import token_minilmv2
 from distill_jax.methods import token_reverse_kl
 from distill_jax.methods import token_skew_kl
 from distill_jax.methods import token_sparse_kl
@@ -53,5 +57,5 @@ from distill_jax.methods.base import Method, MissingFeatureError, from_config
 __all__ = ['Method', 'MissingFeatureError', 'from_config', 'ab', 'at', 'cc', 'ce',
            'crd', 'dist', 'dkd', 'fitnet', 'fsp', 'ft', 'kd', 'nst', 'pkt', 'rkd',
            'sp', 'token_ce', 'token_gold', 'token_hidden', 'token_jsd', 'token_kl',
-           'token_reverse_kl', 'token_skew_kl', 'token_sparse_kl', 'token_tv', 'token_uld',
-           'vid']
+           'token_minilm', 'token_minilmv2', 'token_reverse_kl', 'token_skew_kl',
+           'token_sparse_kl', 'token_tv', 'token_uld', 'vid']

@@ -75,6 +75,14 @@ class TokenMethod(base.Method):
   task = 'language_model'
   fused: ClassVar[bool] = False
 
+  def attention_features(self, student_depth: int, teacher_depth: int
+                         ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The attention features this method reads, ``(the student's, the
+    teacher's)`` (``Llama``'s ``attention_features``, e.g. ``attn_3``), for
+    models of ``student_depth`` and ``teacher_depth`` blocks."""
+    del student_depth, teacher_depth
+    return (), ()
+
 
 @dataclasses.dataclass(frozen=True)
 class TokenDivergence(TokenMethod):

@@ -1,13 +1,22 @@
 """``token_hidden``: hidden-state distillation for decoders, plus the token-level forward KL.
 
-Each chosen student block output ``hidden_<s>`` ``[B, T, D_s]`` is mapped by a
-learnable linear projection ``[D_s, D_t]`` (only when the widths differ) onto
-the paired teacher block output ``hidden_<t>`` ``[B, T, D_t]``, and the mean
-squared error over the hidden axis is averaged over the response tokens
-(TinyBERT / MiniLM-style layer mapping)::
+Each student block output ``hidden_<s>`` ``[B, T, D_s]`` that ``layer_map``
+pairs with a teacher block (``methods/layer_maps.py``: ``'last'``,
+``'uniform'``, ``'last:<k>'``, explicit ``s:t`` pairs or a function) is mapped
+by a learnable linear projection ``[D_s, D_t]`` (only when the widths differ)
+onto the teacher's ``hidden_<t>`` ``[B, T, D_t]``, and the mean squared error
+over the hidden axis is averaged over the response tokens (FitNets / TinyBERT
+hidden-state transfer)::
 
   loss = ce_weight * CE + (1 - ce_weight) * T**2 KL(p_t || p_s)
-         + hidden_weight * mean_pairs masked_mean(mean_d (h_s W - h_t)**2)
+         + hidden_weight * mean_pairs masked_mean(mean_d (n(h_s W) - n(h_t))**2)
+
+``n`` is RMS normalization without a learned scale (``normalize``, the
+default): a pre-norm decoder's residual stream is not normalized and grows to
+large norms with a few huge outlier features (SmolLM2-135M's block 14 has a
+mean square of ~24,000), which would swamp every other term; each block reads
+it through its RMSNorm, so that is what is compared. ``normalize=False``
+compares the raw states (TinyBERT, on post-norm BERT, does).
 """
 
 import dataclasses
@@ -16,18 +25,15 @@ import jax
 import jax.numpy as jnp
 
 from distill_jax.methods import base
+from distill_jax.methods import layer_maps
 from distill_jax.methods import token_base
 from distill_jax.methods import token_kl
 from distill_jax.registry import register
 
 
-def _feature(features, name: str, role: str):
-  if name not in features:
-    available = sorted(k for k in features if k.startswith('hidden_'))
-    raise base.MissingFeatureError(
-        f'token_hidden: the {role} has no feature {name!r}; it has '
-        f'{", ".join(available)}.', role)
-  return features[name]
+def _rms_normalized(x: jax.Array) -> jax.Array:
+  """``x / rms(x)`` over the last axis."""
+  return x * jax.lax.rsqrt(jnp.mean(x**2, axis=-1, keepdims=True) + 1e-12)
 
 
 @register('methods', 'token_hidden')
@@ -36,29 +42,24 @@ class TokenHiddenState(token_kl.TokenForwardKL):
   """Forward KL plus projected hidden-state MSE on paired blocks.
 
   Attributes:
-    student_layers: student block indices, e.g. ``(1, 3)``.
-    teacher_layers: the paired teacher block indices, same length.
+    layer_map: which student block learns from which teacher block
+      (``layer_maps.LayerMap``; default the last from the last).
     hidden_weight: weight of the hidden-state term (>= 0).
+    normalize: RMS-normalize both sides before the squared error (module
+      docstring).
   """
-  student_layers: tuple[int, ...] = (-1,)
-  teacher_layers: tuple[int, ...] = (-1,)
+  layer_map: layer_maps.LayerMap = 'last'
   hidden_weight: float = 1.0
+  normalize: bool = True
 
   def __post_init__(self):
     super().__post_init__()
     base.check_number('token_hidden.hidden_weight', self.hidden_weight, non_negative=True)
-    if len(self.student_layers) != len(self.teacher_layers) or not self.student_layers:
-      raise ValueError(
-          'token_hidden: student_layers and teacher_layers must pair up (same, '
-          f'non-zero length); got {self.student_layers} and {self.teacher_layers}.')
 
   def _pairs(self, student_features, teacher_features):
-    def name(features, i):
-      count = sum(k.startswith('hidden_') for k in features)
-      return f'hidden_{i % count if count else i}'
-    return [(_feature(student_features, name(student_features, s), 'student'),
-             _feature(teacher_features, name(teacher_features, t), 'teacher'))
-            for s, t in zip(self.student_layers, self.teacher_layers)]
+    """The paired ``(hidden_<s>, hidden_<t>)`` block outputs."""
+    return layer_maps.feature_pairs(self.layer_map, student_features, teacher_features,
+                                    'hidden', 'token_hidden')
 
   def init_aux(self, rng, student_features, teacher_features):
     aux = {}
@@ -77,6 +78,8 @@ class TokenHiddenState(token_kl.TokenForwardKL):
       if f'proj_{i}' in aux:
         hs = hs @ aux[f'proj_{i}']
       ht = jax.lax.stop_gradient(ht).astype(jnp.float32)
+      if self.normalize:
+        hs, ht = _rms_normalized(hs), _rms_normalized(ht)
       terms.append(token_base.masked_mean(jnp.mean((hs - ht)**2, -1), batch['loss_mask']))
     hidden = sum(terms) / len(terms)
     return total + self.hidden_weight * hidden, {**metrics, 'hidden': hidden}

@@ -8,7 +8,8 @@ prompt), teacher-generated responses (sequence-level KD, ``data.name=seqkd``),
 cached sparse teacher targets (``data.name=logit_cache``, no teacher forward)
 and the student's own samples (on-policy GKD, ``on_policy.lam > 0``), so
 every token-level method serves all four. A student on its own tokenizer
-(``student.tokenizer``) reads Shakespeare windows tokenized by both models and
+(``student.tokenizer``; random, or pretrained of another family) reads
+Shakespeare windows tokenized by both models and
 aligned by characters (``data.token_alignment``): the batch then also holds the
 teacher's ``teacher_*`` prompt and response and each side's spans, for the
 cross-tokenizer methods (``token_uld``, ``token_gold``).
@@ -113,7 +114,7 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def _check_cross_tokenizer(config: ml_collections.ConfigDict) -> None:
   """A student tokenizer other than the teacher's goes with a cross-tokenizer method,
-  a random student and Shakespeare windows."""
+  a random or pretrained student and Shakespeare windows."""
   name, tokenizer = config.method.name, config.student.tokenizer
   crosses = lambda n: getattr(registry.get('methods', n), 'cross_tokenizer', False)
   across = name in registry.names('methods') and crosses(name)
@@ -127,10 +128,12 @@ def _check_cross_tokenizer(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'student.tokenizer={tokenizer!r}: the student has its own vocabulary, '
                      f'so method.name={name!r} (one vocabulary) cannot compare the two; use '
                      f'{" or ".join(n for n in base.methods_of("language_model") if crosses(n))}.')
-  for key, value, allowed in (('student.init', config.student.init, 'random'),
-                              ('data.name', config.data.name, 'shakespeare')):
-    if value != allowed:
-      raise ValueError(f'student.tokenizer={tokenizer!r} needs {key}={allowed}; got {value!r}.')
+  if config.student.init not in ('random', 'pretrained'):
+    raise ValueError(f'student.tokenizer={tokenizer!r} needs student.init=random or pretrained '
+                     f'(a student built on its own vocabulary); got {config.student.init!r}.')
+  if config.data.name != 'shakespeare':
+    raise ValueError(f'student.tokenizer={tokenizer!r} needs data.name=shakespeare; got '
+                     f'{config.data.name!r}.')
   if config.on_policy.lam > 0:
     raise ValueError(f'student.tokenizer={tokenizer!r}: on-policy batches (on_policy.lam='
                      f'{config.on_policy.lam}) are not re-tokenized for the teacher; set 0.')
@@ -265,7 +268,9 @@ def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_v
 
   ``calibration()`` yields this process's part of the batches a ``pruned``
   student's importance is measured on (placed with ``batch_sharding``).
-  ``vocab_size``: a random student's own (``student.tokenizer``).
+  ``vocab_size``: the size of the student's own tokenizer (``student.tokenizer``):
+  a random student's vocabulary, or what a pretrained one must cover (its
+  labels are then its own, not mapped to the teacher's).
   """
   model_config, source = student_architecture(config, teacher.config, vocab_size)
   init = config.student.init
@@ -289,6 +294,14 @@ def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_v
     return StudentStart(model_config, (lambda shardings: jax.jit(
         select, out_shardings=shardings)(teacher_variables['params'])), (
             f'init: teacher blocks {list(source)} of {teacher.config.num_layers}'))
+  load = lambda shardings: weights.load_pretrained(
+      source, shardings={'params': shardings}, scan_layers=model_config.scan_layers)[1]['params']
+  if vocab_size is not None:
+    if model_config.vocab_size < vocab_size:
+      raise ValueError(f'student.pretrained={source} has {model_config.vocab_size:,} labels, '
+                       f'fewer than the {vocab_size:,} tokens of student.tokenizer='
+                       f'{config.student.tokenizer!r}: give it its own tokenizer.')
+    return StudentStart(model_config, load, f'init: {source}')
   sizes = f'{model_config.vocab_size:,} labels, the teacher {teacher.config.vocab_size:,}'
   try:
     theirs = load_tokenizer(source)
@@ -308,9 +321,7 @@ def initial_student(config: ml_collections.ConfigDict, teacher: Llama, teacher_v
     note = '' if vocab_map is None else (
         f' (its vocabulary mapped to the teacher\'s by token string: {sizes}; '
         f'{int(np.sum(vocab_map < 0)):,} student labels have no teacher label)')
-  return StudentStart(model_config, (lambda shardings: weights.load_pretrained(
-      source, shardings={'params': shardings}, scan_layers=model_config.scan_layers)[1][
-          'params']), f'init: {source}{note}', vocab_map)
+  return StudentStart(model_config, load, f'init: {source}{note}', vocab_map)
 
 
 def starting_from(compiled: compile_lib.Compiled, params_fn: ParamsFn) -> Callable[..., Any]:
@@ -344,14 +355,17 @@ def uses_fused_logits(config: ml_collections.ConfigDict, method: Method) -> bool
 
 
 def _forward(model: Llama, variables: Any, batch: base.Batch, fused: bool = False,
-             mesh: Any = None, rules: Sequence[tuple[str, Any]] = (), prefix: str = ''):
+             mesh: Any = None, rules: Sequence[tuple[str, Any]] = (), prefix: str = '',
+             attention_features: tuple[str, ...] = ()):
   """``(logits [B, T, V] | LinearLogits, features)`` of ``model`` on ``batch``'s
-  ``{prefix}inputs``; with ``mesh``, its activations are laid out by ``rules``
+  ``{prefix}inputs`` (with the ``attention_features`` a method reads); with
+  ``mesh``, its activations are laid out by ``rules``
   (``sharding.activation_layout``)."""
   with sharding.activation_layout(mesh, rules):
     logits, features = model.apply(variables, batch[prefix + 'inputs'],
                                    token_mask=batch[prefix + 'token_mask'],
-                                   return_logits=not fused)
+                                   return_logits=not fused,
+                                   attention_features=attention_features)
   if fused:
     logits = linear_logits(model, variables['params'], features['pre_logits'], mesh)
   return logits, features
@@ -420,10 +434,14 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
   """
   batch = lm_batch(batch)
   forward = functools.partial(_forward, batch=batch, fused=fused, mesh=mesh, rules=rules)
+  student_features, teacher_features = (), ()
   teacher_out = None
   if teacher is not None:
+    student_features, teacher_features = method.attention_features(
+        student.config.num_layers, teacher.config.num_layers)
     teacher_out = jax.lax.stop_gradient(forward(
-        teacher, teacher_variables, prefix='teacher_' if 'teacher_inputs' in batch else ''))
+        teacher, teacher_variables, prefix='teacher_' if 'teacher_inputs' in batch else '',
+        attention_features=teacher_features))
     teacher_out = _on_student_vocabulary(teacher_out, vocab_map)
   # Token methods average over this batch's distilled tokens. Inside shard_map
   # each shard's mean is weighted by its share of the tokens, so that the mean
@@ -435,7 +453,7 @@ def train_step(state: state_lib.DistillState, teacher_variables: Any, batch: bas
     weight = count / jnp.maximum(jax.lax.pmean(count, batch_axes), 1e-9)
 
   def loss_fn(trainable):
-    out = forward(student, {'params': trainable['student']})
+    out = forward(student, {'params': trainable['student']}, attention_features=student_features)
     loss, metrics, method_state = method.loss_with_state(
         out, teacher_out, batch, trainable['aux'], state.step, state.method_state)
     metrics = {k: v * weight for k, v in metrics.items()}

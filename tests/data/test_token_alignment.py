@@ -49,8 +49,6 @@ def test_start_and_trailing_tokens_and_special_tokens_are_outside():
   np.testing.assert_array_equal(s, [-1, 0, 1, -1, -1])
   np.testing.assert_array_equal(t, [-1, 0, 1, -1])
   np.testing.assert_array_equal(ends, [5, 6])
-  assert token_alignment.first_common_boundary(WORDPIECE, BPE, 3) == 5
-  assert token_alignment.first_common_boundary(WORDPIECE, BPE, 10) is None
 
 
 TEXTS = [

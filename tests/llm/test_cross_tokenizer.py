@@ -100,3 +100,36 @@ def test_eval_summary_counts_each_model_in_its_own_tokens_and_per_character():
   np.testing.assert_allclose(summary['bits_per_char'], 20.0 / 40 / np.log(2))
   np.testing.assert_allclose(summary['teacher_bits_per_char'], 5.0 / 40 / np.log(2))
   assert summary['tokens'] == 10
+
+
+def test_a_pretrained_student_on_its_own_tokenizer_starts_from_its_folder(tmp_path):
+  """DeepSeek-R1-Distill's case, an existing model of another family: a Hugging
+  Face folder of a Llama on BERT's WordPiece, distilled with token_gold from a
+  byte-level BPE teacher. Its params are the folder's and its labels its own."""
+  from distill_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from distill_jax.llm import export  # pylint: disable=g-import-not-at-top
+  from distill_jax.llm.tokenizer import load_tokenizer, resolve_tokenizer  # pylint: disable=g-import-not-at-top
+  from tests.llm.conftest import random_variables, tiny_config, write_gguf  # pylint: disable=g-import-not-at-top
+  from tests.llm.test_run import _config  # pylint: disable=g-import-not-at-top
+  wordpiece = load_tokenizer(resolve_tokenizer('minilm'))
+  student = tiny_config(vocab_size=wordpiece.vocab_size)  # runlocal's student shape
+  folder = str(tmp_path / 'student_hf')
+  want = random_variables(student, seed=4)['params']
+  export.write_hf_folder(folder, student, want, wordpiece)
+  teacher = str(tmp_path / 'teacher.gguf')
+  write_gguf(teacher, tiny_config(), random_variables(tiny_config(), seed=1))
+  config = _config(teacher, **{'method.name': 'token_gold', 'student.init': 'pretrained',
+                               'student.pretrained': folder, 'student.tokenizer': folder})
+  exp = train_lib.build(config, jax.devices()[:1])
+  assert f'init: {folder}, its own tokenizer {folder} (30,522 tokens' in exp.description
+  params = jax.device_get(exp.compiled.init_fn(jax.random.key(0)).params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), params, want)
+  results = train_lib.run(config, str(tmp_path / 'run'))
+  assert results['steps'] == 2 and results['nonfinite_steps'] == 0
+  assert np.isfinite(results['eval']['bits_per_char'])
+  small = tiny_config(vocab_size=1000)
+  export.write_hf_folder(str(tmp_path / 'small'), small, random_variables(small)['params'],
+                         wordpiece)
+  config.student.pretrained = str(tmp_path / 'small')
+  with pytest.raises(ValueError, match='has 1,000 labels, fewer than the 30,522 tokens'):
+    train_lib.build(config, jax.devices()[:1])

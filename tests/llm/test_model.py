@@ -69,7 +69,7 @@ def test_attention_maps_and_left_padding(tiny):
   padded = np.concatenate([np.zeros((1, 3), int), tokens], 1)
   mask = np.arange(9)[None] >= 3
   logits, features = model.apply(variables, jnp.asarray(padded), token_mask=jnp.asarray(mask),
-                                 return_attention=True)
+                                 attention_features=('attn',))
   np.testing.assert_allclose(logits[:, 3:], ref, atol=1e-5)
   attn = features['attn_0']
   assert attn.shape == (1, config.num_heads, 9, 9)

@@ -9,6 +9,7 @@ equals the explicit softmax attention that returns probabilities.
 """
 
 import dataclasses
+import re
 
 import flax.linen as nn
 import jax
@@ -113,9 +114,30 @@ def test_dot_product_attention_equals_explicit_softmax(pair):
   tokens = _tokens(config, (2, 9), seed=3)
   mask = jnp.asarray(np.arange(9)[None] >= np.array([[0], [4]]))
   fast = Llama(config).apply(variables, tokens, token_mask=mask)
-  explicit = Llama(config).apply(variables, tokens, token_mask=mask, return_attention=True)
+  explicit = Llama(config).apply(variables, tokens, token_mask=mask,
+                                 attention_features=('attn',))
   np.testing.assert_allclose(explicit[0], fast[0], atol=1e-5, rtol=1e-5)
   assert 'attn_0' in explicit[1] and 'attn_0' not in fast[1]
+
+
+def test_scanned_rematerialized_model_gives_the_same_attention_features(pair):
+  """The relation methods' features come out of the scan layer by layer."""
+  config, variables, scanned, stacked = pair
+  tokens = _tokens(config, (2, 7), seed=4)
+  names = ('attn', 'query', 'key', 'value')
+  want = Llama(config).apply(variables, tokens, attention_features=names)[1]
+  got = Llama(dataclasses.replace(scanned, remat='full')).apply(
+      stacked, tokens, attention_features=names)[1]
+  assert set(got) == set(want)
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
+  assert want['key_0'].shape == (2, 7, config.num_kv_heads, config.head_dim)
+  for bad in ('probs', f'attn_{config.num_layers}'):
+    with pytest.raises(ValueError, match=re.escape(f"unknown attention_features ['{bad}']")):
+      Llama(config).apply(variables, tokens, attention_features=(bad,))
+  one_block = Llama(config).apply(variables, tokens, attention_features=('value_1',))[1]
+  assert 'value_1' in one_block and 'value_0' not in one_block and 'attn_1' not in one_block
+  np.testing.assert_allclose(one_block['value_1'], want['value_1'], atol=1e-6)
 
 
 def test_gguf_loads_into_the_scanned_layout(pair, tmp_path):

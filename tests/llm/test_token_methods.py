@@ -78,7 +78,7 @@ def test_skew_kl_limits():
 
 def test_hidden_projection_when_widths_differ():
   method = methods.from_config(ml_collections.ConfigDict(
-      {'name': 'token_hidden', 'student_layers': (0,), 'teacher_layers': (0,)}))
+      {'name': 'token_hidden', 'layer_map': '0:0'}))
   s, t = _outputs(0, width=4), _outputs(1, width=6)
   aux = method.init_aux(jax.random.PRNGKey(0), s[1], t[1])
   assert aux['proj_0'].shape == (4, 6)

