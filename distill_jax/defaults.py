@@ -205,6 +205,9 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 0  # > 0 overrides checkpoint_every_epochs
   c.train.checkpoint_every_epochs = 1.0
   c.train.keep_checkpoints = 2
+  c.train.resume_with_changes = False  # resume a workdir's run with other settings than its
+                                   # config.json (learning rate, steps...; recorded in
+                                   # config_history.jsonl); never another model, data or method
   c.train.lm_logits = 'auto'       # language models: fused (the token loss from hidden states and
                                    # heads, never [B, T, V]: losses.large_vocab) | materialized |
                                    # auto (fused for the methods that have a fused form)

@@ -2,8 +2,9 @@
 
 Order of work: check everything that can be wrong (config keys, names, data,
 batch sizes, the teacher) and compile the step (``build``: the task named by
-``config.task``, ``distill_jax.tasks``), then create the workdir, restore or
-initialise the state, and loop. A failed check leaves no workdir behind, so
+``config.task``, ``distill_jax.tasks``), then create and lock the workdir,
+check that the config continues the run it holds (``distill_jax.workdir``),
+restore or initialise the state, and loop. A failed check leaves no workdir behind, so
 the corrected command can simply be rerun; a rerun of an interrupted run
 resumes from its latest checkpoint, bit-exactly (every batch is a function of
 ``(seed, step)``).
@@ -32,6 +33,7 @@ from distill_jax import metrics as metrics_lib
 from distill_jax import preemption
 from distill_jax import schemes
 from distill_jax import tasks
+from distill_jax import workdir as workdir_lib
 from distill_jax.tasks import classification
 from distill_jax.tasks.base import Experiment
 from distill_jax.tasks.base import global_batch
@@ -188,14 +190,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
     log(f'{exp.description}; mesh {dict(exp.mesh.shape)}, {jax.process_count()} process(es)')
     log('per device: ' + ', '.join(f'{k} {_format_bytes(v)}' for k, v in compiled.memory.items()))
 
-    manager, state, start_step = restore_or_init(workdir, config, compiled.abstract_state,
-                                                 compiled.init_fn)
-    writer = metrics_lib.MetricWriter(workdir)
-    try:
-      results = _train_loop(exp, state, manager, writer, start_step, notice)
-    finally:
-      writer.close()
-      manager.close()  # Waits for a save in flight.
+    with workdir_lib.lock(workdir):
+      workdir_lib.check_continues(workdir, config)
+      manager, state, start_step = restore_or_init(workdir, config, compiled.abstract_state,
+                                                   compiled.init_fn)
+      writer = metrics_lib.MetricWriter(workdir)
+      try:
+        results = _train_loop(exp, state, manager, writer, start_step, notice)
+      finally:
+        writer.close()
+        manager.close()  # Waits for a save in flight.
   results.update(num_params=num_params, wall_time_s=time.time() - start_time,
                  steps=exp.total_steps, workdir=workdir)
   markdown = results.pop('report_markdown', None)
