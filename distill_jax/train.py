@@ -44,13 +44,38 @@ REPORT_FILE = 'report.md'
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """The checks of every run before anything is built: keys (``defaults.validate``),
-  ``train.nan_policy`` and ``train.keep_checkpoints``."""
+  ``train.nan_policy``, the counts and cadences, the compute dtype."""
   defaults.validate(config)
   check_nan_policy(config)
-  keep = config.train.keep_checkpoints
-  if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-    raise ValueError(f'train.keep_checkpoints={keep!r} must be an integer >= 1: the final '
-                     'checkpoint is what resumes the run and what a student of it reads.')
+  check_counts(config)
+
+
+# The least value of each count (integers) and cadence (numbers) of a run.
+MIN_COUNTS = {'train.batch_size': 1, 'train.eval_batch_size': 1, 'train.log_every_steps': 1,
+              'train.keep_checkpoints': 1, 'train.num_steps': 0, 'train.eval_every_steps': 0,
+              'train.checkpoint_every_steps': 0, 'optim.warmup_steps': 0}
+MIN_AMOUNTS = {'train.num_epochs': 0.0, 'train.eval_every_epochs': 0.0,
+               'train.checkpoint_every_epochs': 0.0, 'optim.warmup_epochs': 0.0}
+COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def check_counts(config: ml_collections.ConfigDict) -> None:
+  """Counts, cadences and ``student.dtype`` in range, each error naming the key,
+  the value and what is allowed."""
+  for key, least in {**MIN_COUNTS, **MIN_AMOUNTS}.items():
+    section, name = key.split('.')
+    value = config[section][name]
+    integer = key in MIN_COUNTS
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < least:
+      raise ValueError(f'{key}={value!r} must be {"an integer" if integer else "a number"} '
+                       f'>= {least}.')
+  if config.train.num_steps == 0 and config.train.num_epochs <= 0:
+    raise ValueError(f'train.num_steps=0 and train.num_epochs={config.train.num_epochs}: '
+                     'nothing to train; set train.num_steps or train.num_epochs > 0.')
+  if config.student.dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'student.dtype={config.student.dtype!r}: the compute dtype is one of '
+                     f'{", ".join(COMPUTE_DTYPES)} (params and optimizer state stay float32).')
 
 
 def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:

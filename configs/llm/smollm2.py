@@ -23,6 +23,8 @@ Arguments:
   relation_heads   token_minilmv2's relation-head count (8).
   ce_weight    the weight of the next-token cross-entropy mixed into the method's
                divergence (method.ce_weight; 0).
+  temperature  the softmax temperature of both models in the method's divergence
+               (method.temperature; 1).
   lam          on-policy (GKD) probability of a student-generated batch (0).
   seqkd_data_dir, seqkd_name   train on a teacher-response data set
                (python -m distill_jax.llm.seqkd) instead of Shakespeare.
@@ -74,7 +76,7 @@ STUDENT_SHAPE_ARGS = {'layers': 'num_layers', 'hidden': 'hidden_size',
 
 def get_config(arg=None):
   args = config_args.parse_config_arg(arg, {
-      'method': 'token_kl', 'beta': 0.5, 'ce_weight': 0.0, 'layer_map': '',
+      'method': 'token_kl', 'beta': 0.5, 'ce_weight': 0.0, 'temperature': 0.0, 'layer_map': '',
       'relation_heads': 0, 'lam': 0.0, 'seqkd_data_dir': '',
       'seqkd_name': '',
       'logit_cache_dir': '',
@@ -96,6 +98,8 @@ def get_config(arg=None):
     config.method.beta = float(args['beta'])
   if args['ce_weight']:
     config.method.ce_weight = float(args['ce_weight'])
+  if args['temperature']:
+    config.method.temperature = float(args['temperature'])
   if args['layer_map']:
     config.method.layer_map = str(args['layer_map'])
   if int(args['relation_heads']):
@@ -125,7 +129,6 @@ def get_config(arg=None):
     config.data.response_len = 8
     config.data.eval_windows = 16
     config.train.num_steps = 2
-    config.train.batch_size = 8
     config.train.eval_batch_size = 8
     config.train.log_every_steps = 1
     config.train.checkpoint_every_steps = 1

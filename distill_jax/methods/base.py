@@ -110,6 +110,18 @@ def from_config(method_config: ml_collections.ConfigDict) -> Method:
   return cls(**values)
 
 
+# Below this, logits / T overflow float32 and the loss turns NaN.
+MIN_TEMPERATURE = 1e-2
+
+
+def check_temperature(name: str, value: Any) -> None:
+  """A softmax temperature: a number >= ``MIN_TEMPERATURE``."""
+  check_number(name, value, positive=True)
+  if value < MIN_TEMPERATURE:
+    raise ValueError(f'{name}={value} is below {MIN_TEMPERATURE}: logits / T would overflow '
+                     'float32 (the loss turns NaN); use a temperature >= that.')
+
+
 def check_number(name: str, value: Any, *, positive: bool = False,
                  unit_interval: bool = False,
                  non_negative: bool = False) -> None:

@@ -158,7 +158,8 @@ class Distiller(base.Method):
 
   def __post_init__(self):
     self._check_fields(('ce_weight', 'kd_weight', 'weight'))
-    self._check_fields(('temperature', *self.positive_fields), positive=True)
+    self._check_fields(self.positive_fields, positive=True)
+    base.check_temperature(f'{self.method_name}.temperature', self.temperature)
     self._check_fields(self.non_negative_fields)
 
   def _check_fields(self, names: tuple[str, ...], *, positive: bool = False) -> None:

@@ -28,7 +28,7 @@ class KnowledgeDistillation(base.Method):
   alpha: float = 0.1
 
   def __post_init__(self):
-    base.check_number('kd.temperature', self.temperature, positive=True)
+    base.check_temperature('kd.temperature', self.temperature)
     base.check_number('kd.alpha', self.alpha, unit_interval=True)
 
   def loss(self, student_out, teacher_out, batch, aux, step):

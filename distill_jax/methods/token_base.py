@@ -102,7 +102,7 @@ class TokenDivergence(TokenMethod):
   ce_weight: float = 0.0
 
   def __post_init__(self):
-    base.check_number(f'{type(self).__name__}.temperature', self.temperature, positive=True)
+    base.check_temperature(f'{type(self).__name__}.temperature', self.temperature)
     base.check_number(f'{type(self).__name__}.ce_weight', self.ce_weight, unit_interval=True)
 
   def divergence(self, student_logits: Array, teacher_logits: Array) -> Array:

@@ -59,7 +59,7 @@ class TokenULD(token_base.TokenMethod):
 
   def __post_init__(self):
     name = type(self).__name__
-    base.check_number(f'{name}.temperature', self.temperature, positive=True)
+    base.check_temperature(f'{name}.temperature', self.temperature)
     base.check_number(f'{name}.ce_weight', self.ce_weight, unit_interval=True)
     base.check_number(f'{name}.chunk_rows', self.chunk_rows, positive=True)
     base.check_number(f'{name}.top_k', self.top_k, non_negative=True)

@@ -98,8 +98,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   if config.student.model != 'llama':
     raise ValueError(f'student.model={config.student.model!r}: language-model students are '
                      "'llama' (llm.model.Llama; its fields in student.kwargs).")
-  for key in ('train.batch_size', 'train.eval_batch_size', 'train.log_every_steps',
-              'data.prompt_len', 'data.response_len', 'data.eval_windows'):
+  for key in ('data.prompt_len', 'data.response_len', 'data.eval_windows'):
     section, name = key.split('.')
     if config[section][name] < 1:
       raise ValueError(f'{key}={config[section][name]} must be >= 1.')

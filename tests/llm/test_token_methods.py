@@ -167,3 +167,11 @@ def test_seqkd_generation_on_two_processes_equals_one(tmp_path):
     pairs[name] = {tuple(source[i]['prompt']): source[i]['response'].tolist()
                    for i in range(6)}
   assert pairs['one'] == pairs['two']
+
+
+def test_the_config_sets_the_temperature_and_runlocal_keeps_the_batch_size():
+  config = config_args.load_config_file(CONFIG, 'method=token_kl,temperature=2.0,batch_size=16,'
+                                                'runlocal')
+  assert config.method.temperature == 2.0 and config.train.batch_size == 16
+  with pytest.raises(ValueError, match='TokenForwardKL.temperature=1e-30 is below 0.01'):
+    methods.from_config(ml_collections.ConfigDict({'name': 'token_kl', 'temperature': 1e-30}))
