@@ -98,11 +98,9 @@ def _gguf_value(reader, key: str, default: Any = None) -> Any:
 
 def from_gguf(path: str) -> Tokenizer:
   """The tokenizer stored in a GGUF file's metadata."""
-  import gguf  # pylint: disable=g-import-not-at-top
   from tokenizers import AddedToken, Tokenizer as Backend, decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top,g-multiple-import
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'No GGUF file at {path!r}.')
-  reader = gguf.GGUFReader(path)
+  from distill_jax.llm import weights  # pylint: disable=g-import-not-at-top
+  reader = weights.open_gguf(path)
   tokens = _gguf_value(reader, 'tokenizer.ggml.tokens')
   if not tokens:
     raise ValueError(f'{path}: the GGUF file has no tokenizer (no '

@@ -315,6 +315,24 @@ def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
     yield name, read
 
 
+def open_gguf(path: str):
+  """``gguf.GGUFReader`` of ``path``; a missing, foreign, truncated or damaged
+  file is one error naming the file and what is wrong with it."""
+  import gguf  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'No GGUF file at {path!r}.')
+  with open(path, 'rb') as f:
+    magic = f.read(4)
+  if magic != b'GGUF':
+    raise ValueError(f'{path}: not a GGUF file (it starts with {magic!r}, not GGUF\'s magic '
+                     "b'GGUF').")
+  try:
+    return gguf.GGUFReader(path)
+  except (ValueError, IndexError, KeyError, OverflowError) as e:
+    raise ValueError(f'{path}: the GGUF file cannot be read, truncated or damaged '
+                     f'({os.path.getsize(path):,} bytes; {type(e).__name__}: {e}).') from None
+
+
 def load_gguf(path: str, *, dtype: Any = jnp.float32, shardings: Any = None,
               scan_layers: bool = False) -> tuple[LlamaConfig, dict[str, Any]]:
   """Reads a llama.cpp GGUF file into ``(config, {'params': ...})``.
@@ -326,10 +344,7 @@ def load_gguf(path: str, *, dtype: Any = jnp.float32, shardings: Any = None,
       (``param_shardings``); each tensor is placed as it is read.
     scan_layers: the config's ``scan_layers`` (params stacked ``[L, ...]``).
   """
-  import gguf  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'No GGUF file at {path!r}.')
-  reader = gguf.GGUFReader(path)
+  reader = open_gguf(path)
   config = dataclasses.replace(gguf_config(reader, path), scan_layers=scan_layers)
   return config, _build_params(config, _gguf_tensors(reader, config, path),
                                dtype=dtype, shardings=shardings, source=path)
@@ -433,8 +448,7 @@ def resolve_pretrained(source: str) -> str:
 def pretrained_config(path: str) -> LlamaConfig:
   """The ``LlamaConfig`` of a ``.gguf`` file or a Hugging Face folder (no tensors read)."""
   if path.endswith('.gguf'):
-    import gguf  # pylint: disable=g-import-not-at-top
-    return gguf_config(gguf.GGUFReader(path), path)
+    return gguf_config(open_gguf(path), path)
   return hf_config(path)
 
 
