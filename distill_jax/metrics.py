@@ -7,10 +7,18 @@ pairs summed over batches, so padded batches give exact figures.
 
 import json
 import os
+import time
 from typing import Any, Sequence
 
 import jax
 import numpy as np
+
+
+def log(message: str) -> None:
+  """Progress output on process 0 (stdout, so library INFO logs can stay off)."""
+  if jax.process_index() == 0:
+    print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
+
 
 METRICS_FILE = 'metrics.jsonl'
 

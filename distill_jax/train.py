@@ -104,10 +104,7 @@ def _format_bytes(count: int) -> str:
   return f'{count} B'
 
 
-def log(message: str) -> None:
-  """Progress output on process 0 (stdout, so library INFO logs can stay off)."""
-  if jax.process_index() == 0:
-    print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
+log = metrics_lib.log
 
 
 def prepare_workdir(workdir: str) -> str:

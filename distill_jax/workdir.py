@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from distill_jax import checkpoint
+from distill_jax import metrics
 
 LOCK_FILE = '.lock'
 HISTORY_FILE = 'config_history.jsonl'
@@ -46,10 +47,6 @@ class WorkdirBusyError(RuntimeError):
 
 class WorkdirConflictError(ValueError):
   """The workdir holds a run the config does not continue."""
-
-
-def _log(message: str) -> None:
-  print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,7 +83,7 @@ def _acquire(workdir: str) -> str | None:
     return None
   here = socket.gethostname()
   if holder.get('host') in (here, None) and not (holder.get('pid') and _pid_alive(holder['pid'])):
-    _log(f'{path}: a stale lock (pid {holder.get("pid")} on {holder.get("host")} is gone, '
+    metrics.log(f'{path}: a stale lock (pid {holder.get("pid")} on {holder.get("host")} is gone, '
          'its run was killed); taking it over.')
     os.remove(path)
     return None if _take(path) is None else f'{path}: another run took the lock just now.'
@@ -193,5 +190,5 @@ def check_continues(workdir: str, config: ml_collections.ConfigDict) -> None:
       f.write(json.dumps({'time': time.strftime('%Y-%m-%d %H:%M:%S'),
                           'step': step,
                           'changes': {k: list(v) for k, v in changes.items()}}) + '\n')
-  _log(f'Resuming {workdir} with changed settings: {_format(changes)} '
+  metrics.log(f'Resuming {workdir} with changed settings: {_format(changes)} '
        f'(recorded in {HISTORY_FILE}).')
