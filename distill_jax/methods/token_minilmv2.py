@@ -68,8 +68,8 @@ class TokenMiniLMv2(token_kl.TokenForwardKL):
               for relation, pairs in pairs_by_relation.items() for pair in pairs
               for role, x in zip(('student', 'teacher'), pair)}
     if any(width % self.relation_heads for width in widths.values()):
-      divisors = [r for r in range(1, math.gcd(*widths.values()) + 1)
-                  if math.gcd(*widths.values()) % r == 0]
+      common = math.gcd(*widths.values())
+      divisors = [r for r in range(1, common + 1) if common % r == 0]
       listed = ', '.join(f'{name} {width}' for name, width in sorted(widths.items()))
       raise ValueError(
           f'token_minilmv2: relation_heads={self.relation_heads} must divide every width it '
