@@ -5,32 +5,70 @@ temporary folder (``<step>.orbax-checkpoint-tmp``) and renames it when
 complete, so a checkpoint being written when a job is killed is never picked
 up: the previous one is used, and the manager deletes the leftover.
 Preemption (``distill_jax.preemption``) saves through the same path.
-A teacher is the ``params`` (+ ``model_state``) of the latest checkpoint in
-the teacher run's workdir, restored alone (partial restore) and checked
-against the teacher model's shapes first.
+Integrity (``distill_jax.checksums``): process 0 writes each save's
+``checksums.json`` (size and SHA-256 of every file) into the folder before the
+rename. A resuming run restores the newest step that verifies: a step folder
+that does not (a file missing, truncated or altered) is reported by path and
+moved to ``<workdir>/corrupt_checkpoints/``, and the step before is tried.
+A teacher is the ``params`` (+ ``model_state``) of the newest verified
+checkpoint in the teacher run's workdir, restored alone (partial restore) and
+checked against the teacher model's shapes first.
 """
 
+import dataclasses
+import functools
 import json
 import os
+import shutil
 from typing import Any
 
 import flax.serialization
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
-from distill_jax.state import DistillState
+from distill_jax import checksums
+from distill_jax import metrics
 
 CHECKPOINT_DIR = 'checkpoints'
+CORRUPT_DIR = 'corrupt_checkpoints'
 CONFIG_FILE = 'config.json'
+RESULTS_FILE = 'results.json'  # a run's final results (train.run writes it)
+_SAVING_SUFFIX = '.orbax-checkpoint-tmp'  # orbax's name for a step folder being written
+# orbax's step metadata (timestamps), rewritten after the rename: not sealed.
+_UNSEALED = ('_CHECKPOINT_METADATA',)
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a run can be verified or read."""
+
+
+def _seal_saves(directory: str) -> None:
+  """Writes the manifest of each finished save orbax is about to rename to its step.
+
+  orbax's post-finalization callback: it runs on process 0 only, after every
+  process has written its files and before the rename.
+  """
+  for name in os.listdir(directory):
+    if name.endswith(_SAVING_SUFFIX) and name[:-len(_SAVING_SUFFIX)].isdigit():
+      checksums.write_manifest(os.path.join(directory, name), skip=_UNSEALED)
+
+
+def checkpoints_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """The run's checkpoint manager; it deletes what a killed save left half-written."""
+  """The run's checkpoint manager; it deletes what a killed save left half-written
+  and seals each save with its checksum manifest."""
+  directory = checkpoints_dir(workdir)
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           cleanup_tmp_directories=True),
+      directory,
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+          async_options=ocp.AsyncOptions(
+              post_finalization_callback=functools.partial(_seal_saves, directory))),
       item_handlers=ocp.PyTreeCheckpointHandler())
 
 
@@ -57,17 +95,112 @@ def _restore(manager: ocp.CheckpointManager, step: int, abstract: Any,
       partial_restore=partial))
 
 
-def restore_latest(manager: ocp.CheckpointManager,
-                   abstract_state: DistillState) -> DistillState | None:
-  """The latest saved state in the shardings of ``abstract_state`` (or None)."""
-  step = manager.latest_step()
-  return None if step is None else restore_step(manager, abstract_state, step)
+@dataclasses.dataclass(frozen=True)
+class Verified:
+  """A step folder whose files match its manifest.
+
+  Attributes:
+    step: the step.
+    path: the step folder.
+    sha256: ``checksums.digest`` of the folder; None when it was saved
+      without a manifest (before checksums were kept) and so is unverified.
+  """
+  step: int
+  path: str
+  sha256: str | None
+
+
+def saved_steps(directory: str) -> list[int]:
+  """The finished step folders in a checkpoints ``directory``, newest first
+  (from the folder names alone: no orbax manager, which is a collective)."""
+  names = os.listdir(directory) if os.path.isdir(directory) else ()
+  return sorted((int(name) for name in names if name.isdigit()), reverse=True)
+
+
+def newest_verified(directory: str, *, move_failed_to: str | None = None) -> Verified | None:
+  """The newest step in ``directory`` whose files match its manifest (None: no steps).
+
+  Each newer step that fails is logged with its path and what is wrong, and
+  moved into ``move_failed_to`` when given (so the run can save that step
+  again). A step without a manifest is used unverified, with a log line.
+
+  Raises:
+    CheckpointError: there are steps, and none verifies.
+  """
+  failures = []
+  for step in saved_steps(directory):
+    path = os.path.join(directory, str(step))
+    problem = checksums.verify(path)
+    if problem is None:
+      if not checksums.has_manifest(path):
+        metrics.log(f'{path} has no {checksums.MANIFEST} (saved before checksums were kept): '
+                    'using it unverified.')
+      return Verified(step, path, checksums.digest(path))
+    failures.append(f'{path}: {problem}')
+    moved = ''
+    if move_failed_to:
+      os.makedirs(move_failed_to, exist_ok=True)
+      target = os.path.join(move_failed_to, f'{step}-{len(os.listdir(move_failed_to))}')
+      shutil.move(path, target)
+      moved = f' Moved to {target}.'
+    metrics.log(f'Checkpoint {path} fails verification: {problem}.{moved} '
+                'Trying the step before.')
+  if failures:
+    raise CheckpointError('No checkpoint verifies:\n  ' + '\n  '.join(failures))
+  return None
+
+
+def resume_point(workdir: str) -> Verified | None:
+  """The newest verified checkpoint of the run in ``workdir`` (None: none saved),
+  chosen by process 0 (which moves failed steps to ``corrupt_checkpoints/``)
+  and agreed by every process.
+
+  Raises:
+    CheckpointError: the run has checkpoints, and none verifies (they were
+      moved aside: a rerun starts from scratch).
+  """
+  directory = checkpoints_dir(workdir)
+  found, error = None, None
+  if jax.process_index() == 0:
+    try:
+      found = newest_verified(directory, move_failed_to=os.path.join(workdir, CORRUPT_DIR))
+    except CheckpointError as e:
+      error = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    step = int(multihost_utils.broadcast_one_to_all(
+        np.int32(-2 if error else -1 if found is None else found.step)))
+    if jax.process_index() != 0:
+      error = CheckpointError(f'{directory}: no checkpoint verifies (see process 0).') if (
+          step == -2) else None
+      found = None if step < 0 else Verified(step, os.path.join(directory, str(step)), None)
+  if error:
+    raise CheckpointError(f'{error}\nThey were moved to {os.path.join(workdir, CORRUPT_DIR)}; '
+                          'rerunning starts this run from scratch.')
+  return found
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Any:
+  """The newest verified state in ``manager``'s folder (``abstract_state``'s layout),
+  or None when nothing is saved; failed steps are logged and left in place."""
+  found = newest_verified(str(manager.directory))
+  return None if found is None else restore_step(manager, abstract_state, found.step)
 
 
 def restore_step(manager: ocp.CheckpointManager, abstract_state: Any, step: int) -> Any:
-  """The state saved at ``step``, in the shardings of ``abstract_state``."""
-  restored = _restore(manager, step, flax.serialization.to_state_dict(abstract_state),
-                      partial=False)
+  """The state saved at ``step``, in the shardings of ``abstract_state``.
+
+  Raises:
+    CheckpointError: orbax cannot read it (the message names the folder).
+  """
+  try:
+    restored = _restore(manager, step, flax.serialization.to_state_dict(abstract_state),
+                        partial=False)
+  except (KeyError, ValueError, OSError, RuntimeError) as e:
+    raise CheckpointError(
+        f'The checkpoint {step_dir(manager, step)} cannot be read ({type(e).__name__}: '
+        f'{str(e).splitlines()[0] if str(e) else ""}); move it out of '
+        f'{manager.directory} to resume from the step before.') from e
   return flax.serialization.from_state_dict(abstract_state, restored)
 
 
@@ -105,7 +238,7 @@ def _shape_mismatches(saved: Any, expected: Any, path: str = '') -> list[str]:
 
 
 def _read_only_manager(workdir: str) -> ocp.CheckpointManager | None:
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  directory = checkpoints_dir(workdir)
   if not os.path.isdir(directory):
     return None
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
@@ -114,13 +247,20 @@ def _read_only_manager(workdir: str) -> ocp.CheckpointManager | None:
 
 def latest_step(workdir: str) -> int | None:
   """The step of the latest complete checkpoint of the run in ``workdir`` (None: none)."""
-  manager = _read_only_manager(workdir)
-  return manager.latest_step() if manager else None
+  steps = saved_steps(checkpoints_dir(workdir))
+  return steps[0] if steps else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  """A trained model's variables and the checkpoint they came from."""
+  variables: dict[str, Any]
+  checkpoint: Verified
 
 
 def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
-                 description: str, role: str = 'teacher') -> dict[str, Any]:
-  """The trained model's variables from its run's latest checkpoint.
+                 description: str, role: str = 'teacher') -> Loaded:
+  """The trained model's variables from its run's newest verified checkpoint.
 
   Args:
     teacher_workdir: the run's workdir.
@@ -132,23 +272,28 @@ def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
 
   Raises:
     FileNotFoundError: no checkpoint there.
+    CheckpointError: none of its checkpoints verifies (each listed).
     ValueError: the checkpoint's shapes differ from the model's (each listed).
   """
-  directory = os.path.join(os.path.abspath(teacher_workdir), CHECKPOINT_DIR)
-  manager = _read_only_manager(teacher_workdir)
-  step = manager.latest_step() if manager else None
-  if step is None:
+  directory = checkpoints_dir(teacher_workdir)
+  try:
+    found = newest_verified(directory)
+  except CheckpointError as e:
+    raise CheckpointError(f'The {role} run in {teacher_workdir!r} has no usable checkpoint. '
+                          f'{e}') from e
+  if found is None:
     raise FileNotFoundError(
         f'No {role} checkpoint in {directory!r}; train the {role} there first.')
+  manager = _read_only_manager(teacher_workdir)
   expected = {'params': abstract_variables['params'],
               'model_state': {k: v for k, v in abstract_variables.items() if k != 'params'}}
-  saved = manager.item_metadata(step).tree
+  saved = manager.item_metadata(found.step).tree
   problems = _shape_mismatches({k: saved.get(k, {}) for k in expected}, expected)
   if problems:
     shown = '\n  '.join(problems[:12])
     more = f'\n  ... and {len(problems) - 12} more' if len(problems) > 12 else ''
     raise ValueError(
-        f'The {role} checkpoint {directory}/{step} does not fit the {role} model '
+        f'The {role} checkpoint {found.path} does not fit the {role} model '
         f'{description}:\n  {shown}{more}')
-  restored = _restore(manager, step, expected, partial=True)
-  return {'params': restored['params'], **restored['model_state']}
+  restored = _restore(manager, found.step, expected, partial=True)
+  return Loaded({'params': restored['params'], **restored['model_state']}, found)

@@ -25,6 +25,7 @@ import ml_collections
 
 from distill_jax import sharding
 from distill_jax.methods.base import MissingFeatureError
+from distill_jax.teacher_check import TeacherSource
 
 SHARDING_MODES = ('auto', 'shard_map')
 SHARD_MAP_SCHEMES = ('offline', 'multi_teacher')
@@ -49,6 +50,8 @@ class Compiled:
       ``step_alias`` (donated), ``step_temp``, ``step_code``).
     batch_sharding: the sharding of every batch array (split over the
       mesh's batch axes).
+    teacher_sources: where the loaded teachers came from
+      (``teacher_check.TeacherSource``; () = no loaded teacher).
   """
   teacher_variables: Any
   abstract_state: Any
@@ -58,13 +61,15 @@ class Compiled:
   num_params: int
   memory: dict[str, int]
   batch_sharding: Any
+  teacher_sources: tuple[TeacherSource, ...] = ()
 
 
 def compile_steps(config: ml_collections.ConfigDict, mesh: Any, *,
                   boxed_init: Callable[[jax.Array], Any],
                   train_step: Callable[..., Any], eval_step: Callable[..., Any],
                   teacher_variables: Any, abstract_batch: dict[str, jax.ShapeDtypeStruct],
-                  model_names: dict[str, str]) -> Compiled:
+                  model_names: dict[str, str],
+                  teacher_sources: tuple[TeacherSource, ...] = ()) -> Compiled:
   """Lays out the state from its logical axes and compiles the two steps.
 
   Args:
@@ -80,6 +85,7 @@ def compile_steps(config: ml_collections.ConfigDict, mesh: Any, *,
     abstract_batch: the global train batch's shapes and dtypes (no sharding).
     model_names: role -> model name, to name the model when a method asks
       for a feature it lacks (``MissingFeatureError.role``).
+    teacher_sources: where the loaded teachers came from (``Compiled``).
   """
   rules = config.sharding.rules
   try:
@@ -116,7 +122,7 @@ def compile_steps(config: ml_collections.ConfigDict, mesh: Any, *,
       'teachers': sharding.bytes_per_device(abstract_teachers),
       **step_memory(executable)}
   return Compiled(teacher_variables, abstract_state, init_fn, executable, eval_fn,
-                  sum(x.size for x in params), memory, batch_sharding)
+                  sum(x.size for x in params), memory, batch_sharding, teacher_sources)
 
 
 def jit_replicated(fn: Callable[..., Any], mesh: Any) -> Callable[..., Any]:

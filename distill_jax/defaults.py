@@ -36,7 +36,8 @@ SCHEME_KEYS = {
 TASK_KEYS = {
     'classification': ('data.train_split', 'data.eval_split', 'data.augment.',
                        'data.mixing.', 'teacher.workdir', 'teacher.model', 'teacher.kwargs',
-                       'teacher.view', 'scheme.'),
+                       'teacher.view', 'teacher.allow_unfinished', 'teacher.allow_other_data',
+                       'scheme.'),
     'language_model': ('data.prompt_len', 'data.response_len', 'data.plays',
                        'data.held_out', 'data.eval_windows', 'data.seqkd_name',
                        'teacher.pretrained', 'teacher.scan_layers', 'on_policy.',
@@ -148,6 +149,9 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
                                    # restored in float32; losses are computed in float32)
   c.teacher.view = 'consistent'    # what the teacher sees: consistent | independent | clean
                                    # (distill_jax/data/views.py)
+  c.teacher.allow_unfinished = False  # distill from a teacher run that has no final eval yet
+                                      # (its newest checkpoint; logged)
+  c.teacher.allow_other_data = False  # distill from a teacher run trained on another data.name
 
   # How models are trained together (distill_jax/schemes/); each scheme reads
   # only its own keys below, and setting another scheme's key is an error.

@@ -4,8 +4,10 @@ Order of work: check everything that can be wrong (config keys, names, data,
 batch sizes, the teacher) and compile the step (``build``: the task named by
 ``config.task``, ``distill_jax.tasks``), then create and lock the workdir,
 check that the config continues the run it holds (``distill_jax.workdir``),
-restore or initialise the state, and loop. A failed check leaves no workdir behind, so
-the corrected command can simply be rerun; a rerun of an interrupted run
+restore the newest verified checkpoint or initialise the state, check the
+teachers on the first eval batches (``distill_jax.teacher_check``), and loop.
+A failed check leaves no new workdir behind, so the corrected command can
+simply be rerun; a rerun of an interrupted run
 resumes from its latest checkpoint, bit-exactly (every batch is a function of
 ``(seed, step)``).
 
@@ -20,6 +22,7 @@ the same key for every task).
 import functools
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -33,12 +36,13 @@ from distill_jax import metrics as metrics_lib
 from distill_jax import preemption
 from distill_jax import schemes
 from distill_jax import tasks
+from distill_jax import teacher_check
 from distill_jax import workdir as workdir_lib
 from distill_jax.tasks import classification
 from distill_jax.tasks.base import Experiment
 from distill_jax.tasks.base import global_batch
 
-RESULTS_FILE = 'results.json'
+RESULTS_FILE = checkpoint.RESULTS_FILE
 REPORT_FILE = 'report.md'
 
 
@@ -168,22 +172,52 @@ def restore_or_init(workdir: str, config: ml_collections.ConfigDict, abstract_st
                     init_fn) -> tuple[Any, Any, int]:
   """Opens ``workdir`` for a run: ``(checkpoint manager, state, start_step)``.
 
-  Writes ``config.json`` (process 0), restores the latest checkpoint into
-  ``abstract_state``'s layout, else ``init_fn(PRNGKey(config.seed))``, and drops
-  the ``metrics.jsonl`` rows past the restored step.
+  Writes ``config.json`` (process 0), restores the newest verified checkpoint
+  (``checkpoint.resume_point``) into ``abstract_state``'s layout, else
+  ``init_fn(PRNGKey(config.seed))``, and drops the ``metrics.jsonl`` rows past
+  the restored step.
   """
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     checkpoint.write_config(workdir, config)
+  found = checkpoint.resume_point(workdir)
   manager = checkpoint.make_manager(workdir, config.train.keep_checkpoints)
-  state = checkpoint.restore_latest(manager, abstract_state)
-  if state is None:
+  if found is None:
     state = init_fn(jax.random.PRNGKey(config.seed))
+  else:
+    state = checkpoint.restore_step(manager, abstract_state, found.step)
   start_step = int(jax.device_get(state.step))
   if start_step:
-    log(f'Resumed from the checkpoint at step {start_step} in {workdir}.')
+    log(f'Resumed from the checkpoint at step {start_step} ({found.path}, '
+        + (f'verified, sha256 {found.sha256[:12]})' if found.sha256 else 'unverified)') + '.')
   drop_rows_after(workdir, start_step)
   return manager, state, start_step
+
+
+def with_teacher_sources(config: ml_collections.ConfigDict,
+                         sources: tuple[teacher_check.TeacherSource, ...]
+                         ) -> ml_collections.ConfigDict:
+  """``config`` plus ``teacher_checkpoints``: where each loaded teacher came
+  from (step, SHA-256), as the run's ``config.json`` records it."""
+  if not sources:
+    return config
+  recorded = config.copy_and_resolve_references()
+  with recorded.unlocked():
+    recorded.teacher_checkpoints = [source.provenance() for source in sources]
+  return recorded
+
+
+def check_teachers(exp: Experiment, state: Any) -> None:
+  """``teacher_check.check`` on the first eval batches, before the first step.
+
+  Raises:
+    teacher_check.TeacherCheckError: the teacher is broken.
+  """
+  summary = exp.evaluate(state, max_batches=teacher_check.CHECK_BATCHES)
+  teacher_check.check(summary, exp.compiled.teacher_sources, exp.config.teacher.dtype)
+  figures = ', '.join(f'{k} {v:.4f}' for k, v in summary.items()
+                      if k.startswith('teacher_') and isinstance(v, float))
+  log(f'Teacher check on {teacher_check.CHECK_BATCHES} eval batches: {figures}.')
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[str, Any]:
@@ -212,10 +246,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
     log(f'{exp.description}; mesh {dict(exp.mesh.shape)}, {jax.process_count()} process(es)')
     log('per device: ' + ', '.join(f'{k} {_format_bytes(v)}' for k, v in compiled.memory.items()))
 
+    recorded = with_teacher_sources(config, compiled.teacher_sources)
+    created = not os.path.exists(workdir)
     with workdir_lib.lock(workdir):
-      workdir_lib.check_continues(workdir, config)
-      manager, state, start_step = restore_or_init(workdir, config, compiled.abstract_state,
+      workdir_lib.check_continues(workdir, recorded)
+      manager, state, start_step = restore_or_init(workdir, recorded, compiled.abstract_state,
                                                    compiled.init_fn)
+      if compiled.teacher_sources and start_step < exp.total_steps:
+        try:
+          check_teachers(exp, state)
+        except teacher_check.TeacherCheckError:
+          manager.close()
+          if created and jax.process_index() == 0:
+            shutil.rmtree(workdir)  # It holds only this run's config.json.
+          raise
       writer = metrics_lib.MetricWriter(workdir)
       try:
         results = _train_loop(exp, state, manager, writer, start_step, notice)
@@ -273,8 +317,12 @@ class NonFiniteGuard:
 
   def _error(self, step: int, step_metrics: dict[str, Any]) -> NonFiniteError:
     self.manager.wait_until_finished()
-    good = self.manager.latest_step()
-    where = (f'The last good checkpoint is step {good}: {checkpoint.step_dir(self.manager, good)} '
+    try:
+      good = checkpoint.newest_verified(str(self.manager.directory))
+    except checkpoint.CheckpointError as e:
+      log(str(e))
+      good = None
+    where = (f'The last good (verified) checkpoint is step {good.step}: {good.path} '
              '(rerunning resumes from there).' if good is not None else
              'No checkpoint was saved before it (a rerun starts from scratch).')
     return NonFiniteError(

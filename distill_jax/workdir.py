@@ -10,8 +10,8 @@
   the task, the models, the data, the method, the scheme) is refused with the
   differing keys; one that differs in other values (learning rate, cadences,
   ...) is refused too unless ``train.resume_with_changes=True``. The run's
-  length (``RUN_LENGTH_KEYS``) may change without it: a finished run is
-  trained on by raising ``train.num_steps``. Allowed changes are appended to
+  length and its teachers' checkpoints (``FREE_KEYS``) may change without
+  it: a finished run is trained on by raising ``train.num_steps``. Allowed changes are appended to
   ``config_history.jsonl`` before ``config.json`` is rewritten; nothing is
   written before these checks.
 """
@@ -34,8 +34,9 @@ LOCK_FILE = '.lock'
 HISTORY_FILE = 'config_history.jsonl'
 # Dotted config prefixes that say what a run is: another value is another run.
 IDENTITY_KEYS = ('task', 'student', 'teacher', 'data.name', 'method.name', 'scheme.name')
-# Free to change on resume (recorded): how long the run trains.
-RUN_LENGTH_KEYS = ('train.num_steps', 'train.num_epochs')
+# Free to change on resume (recorded): how long the run trains, and the
+# teachers' checkpoints (a retrained teacher run: its new step and SHA-256).
+FREE_KEYS = ('train.num_steps', 'train.num_epochs', 'teacher_checkpoints')
 # Never compared: the switch that allows the others to change.
 _UNCOMPARED = ('train.resume_with_changes',)
 _ABSENT = '(absent)'
@@ -146,16 +147,6 @@ def _is_identity(key: str) -> bool:
   return any(key == prefix or key.startswith(prefix + '.') for prefix in IDENTITY_KEYS)
 
 
-def _latest_saved_step(workdir: str) -> int | None:
-  """The newest finalized checkpoint step, from the folder names alone (orbax
-  renames a step's folder to its number when the save completes). No orbax
-  manager: making one is a collective, and only some processes may look."""
-  directory = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
-  steps = [int(name) for name in (os.listdir(directory) if os.path.isdir(directory) else ())
-           if name.isdigit()]
-  return max(steps) if steps else None
-
-
 def check_continues(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Refuses a config that does not continue the run ``workdir`` holds (module
   docstring); with ``train.resume_with_changes`` records the allowed changes.
@@ -164,7 +155,7 @@ def check_continues(workdir: str, config: ml_collections.ConfigDict) -> None:
     WorkdirConflictError: the config is another run, or changes values without
       ``train.resume_with_changes=True``.
   """
-  step = _latest_saved_step(workdir)
+  step = checkpoint.latest_step(workdir)
   if step is None:
     return  # No checkpoint: nothing to continue (a start that failed is redone).
   try:
@@ -179,7 +170,7 @@ def check_continues(workdir: str, config: ml_collections.ConfigDict) -> None:
     raise WorkdirConflictError(
         f'{workdir} holds another run (its config.json differs in what the run is: '
         f'{_format(identity)}); use another --workdir (nothing in this one was changed).')
-  settings = {k: v for k, v in changes.items() if k not in RUN_LENGTH_KEYS}
+  settings = {k: v for k, v in changes.items() if k not in FREE_KEYS}
   if settings and not config.train.resume_with_changes:
     raise WorkdirConflictError(
         f'{workdir} holds a run with other settings ({_format(settings)}). Resume it with '

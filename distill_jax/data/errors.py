@@ -11,3 +11,10 @@ class DatasetUnavailableError(FileNotFoundError):
 
 class SourceNotInstalledError(DatasetUnavailableError):
   """The local files an offline builder reads are absent (package not installed)."""
+
+
+class DamagedFileError(ValueError):
+  """A data file is there but cannot be read whole (truncated or damaged).
+
+  The message names the file, what is wrong with it and how to make it again.
+  """

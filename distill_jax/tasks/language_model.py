@@ -25,6 +25,7 @@ agreement with the teacher, KL(teacher || student) and bits per character on
 import dataclasses
 import functools
 import itertools
+import os
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
@@ -33,6 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from distill_jax import checksums
 from distill_jax import compile as compile_lib
 from distill_jax import defaults
 from distill_jax import methods
@@ -55,6 +57,7 @@ from distill_jax.llm.tokenizer import Tokenizer, load_tokenizer, resolve_tokeniz
 from distill_jax.losses import kl_divergence
 from distill_jax.methods.base import Method
 from distill_jax.tasks import base
+from distill_jax.teacher_check import TeacherSource
 
 DATA_SOURCES = ('shakespeare', 'seqkd', 'logit_cache')
 LOGITS = ('auto', 'fused', 'materialized')
@@ -601,7 +604,8 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
                teacher: Llama, teacher_variables: Any, method: Method, schedule: Any,
                abstract_batch: dict[str, jax.ShapeDtypeStruct], num_train: int = 0,
                teacher_name: str = 'teacher',
-               vocab_map: np.ndarray | None = None) -> compile_lib.Compiled:
+               vocab_map: np.ndarray | None = None,
+               teacher_sources: tuple[TeacherSource, ...] = ()) -> compile_lib.Compiled:
   """The LM train/eval steps of ``student`` and ``teacher``, through ``compile.compile_steps``.
 
   Args:
@@ -617,6 +621,7 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
     num_train: training examples (sizes per-example method state).
     teacher_name: names the teacher in error messages.
     vocab_map: ``StudentStart.vocab_map`` (the step then forms the logits).
+    teacher_sources: where the teacher came from (``Compiled.teacher_sources``).
   """
   optimizer = optim.make_optimizer(config.optim, schedule)
   layout = {'mesh': mesh if config.sharding.mode == 'auto' and mesh.size > 1 else None,
@@ -641,7 +646,8 @@ def compile_lm(config: ml_collections.ConfigDict, mesh: Any, *, student: Llama,
       eval_step=functools.partial(eval_step, student=student, teacher=teacher,
                                   vocab_map=vocab_map, **layout),
       teacher_variables=teacher_variables, abstract_batch=abstract_batch,
-      model_names={'student': 'llama', 'teacher': teacher_name})
+      model_names={'student': 'llama', 'teacher': teacher_name},
+      teacher_sources=teacher_sources)
 
 
 def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
@@ -701,7 +707,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
   compiled = compile_lm(config, mesh, student=student, teacher=teacher,
                         teacher_variables=teacher_variables, method=method, schedule=schedule,
                         abstract_batch=batch_shapes(train_source, size),
-                        num_train=num_train, teacher_name=path, vocab_map=start.vocab_map)
+                        num_train=num_train, teacher_name=path, vocab_map=start.vocab_map,
+                        teacher_sources=(TeacherSource(
+                            os.path.abspath(path), sha256=checksums.path_digest(path),
+                            vocab_size=teacher.config.vocab_size),))
   if start.params_fn is not None:
     compiled = dataclasses.replace(compiled, init_fn=starting_from(compiled, start.params_fn))
 
@@ -713,10 +722,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
             max_new_tokens=config.data.response_len, temperature=config.on_policy.temperature,
             top_k=config.on_policy.top_k, top_p=config.on_policy.top_p))
 
-  def evaluate(state: Any) -> dict[str, float]:
-    local_batches = pipeline.eval_batches_of(
+  def evaluate(state: Any, max_batches: int | None = None) -> dict[str, float]:
+    local_batches = itertools.islice(pipeline.eval_batches_of(
         eval_source, global_batch_size=config.train.eval_batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        process_index=jax.process_index(), process_count=jax.process_count()), max_batches)
     return metrics_lib.eval_summary(base.sum_over(
         local_batches, compiled.batch_sharding,
         lambda batch: compiled.eval_fn(state, compiled.teacher_variables, batch)),

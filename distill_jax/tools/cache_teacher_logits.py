@@ -126,7 +126,7 @@ def teacher_logits_fn(model_name: str, model_kwargs: dict[str, Any], *,
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
         nn.unbox(boxed))
     variables = checkpoint.load_teacher(teacher_workdir, abstract,
-                                        f'{model_name!r} {model_kwargs}')
+                                        f'{model_name!r} {model_kwargs}').variables
 
   def logits_fn(tokens):
     out = model.apply(variables, tokens)

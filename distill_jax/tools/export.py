@@ -33,8 +33,9 @@ from distill_jax.tasks import language_model
 FORMATS = ('hf', 'gguf')
 
 
-def load_student(workdir: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer]:
-  """``(architecture, params on the host, tokenizer)`` of the student of the LM run in ``workdir``."""
+def load_student(workdir: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Tokenizer, int]:
+  """``(architecture, params on the host, tokenizer, step)`` of the student of the LM
+  run in ``workdir``, from its newest verified checkpoint."""
   config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
   if config.get('task') != 'language_model':
     raise ValueError(f'{workdir}: task {config.get("task")!r}; export writes language-model '
@@ -47,9 +48,9 @@ def load_student(workdir: str) -> tuple[LlamaConfig, dict[str, np.ndarray], Toke
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           nn.unbox(weights.abstract_params(model_config)))
-  variables = checkpoint.load_teacher(workdir, abstract, f'llama {model_config}', 'student')
-  params = jax.tree.map(np.asarray, jax.device_get(variables['params']))
-  return model_config, params, tokenizer
+  loaded = checkpoint.load_teacher(workdir, abstract, f'llama {model_config}', 'student')
+  params = jax.tree.map(np.asarray, jax.device_get(loaded.variables['params']))
+  return model_config, params, tokenizer, loaded.checkpoint.step
 
 
 def run(workdir: str, fmt: str, out: str, gguf_type: str = 'f32') -> str:
@@ -58,8 +59,7 @@ def run(workdir: str, fmt: str, out: str, gguf_type: str = 'f32') -> str:
     raise ValueError(f'--format={fmt!r}; choose one of {", ".join(FORMATS)}.')
   if os.path.exists(out):
     raise FileExistsError(f'{out} exists; export writes a new file or folder.')
-  model_config, params, tokenizer = load_student(workdir)
-  step = checkpoint.latest_step(workdir)
+  model_config, params, tokenizer, step = load_student(workdir)
   if fmt == 'hf':
     export.write_hf_folder(out, model_config, params, tokenizer)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))

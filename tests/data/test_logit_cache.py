@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from distill_jax import losses
+from distill_jax.data import errors
 from distill_jax.data import logit_cache
 from distill_jax.data import pipeline
 from distill_jax.registry import register
@@ -145,6 +148,54 @@ def test_tokenizer_mismatch_and_incomplete_cache(tmp_path):
         tokenizer_files=[_tokenizer_file(tmp_path)], vocab_size=100,
         out=str(tmp_path / 'other'), spec=logit_cache.CacheSpec(k=8),
         batch_size=4, init_seed=0)
+
+
+def test_a_cache_of_no_sequence_is_refused_before_anything_is_written(tmp_path):
+  out = tmp_path / 'empty'
+  with pytest.raises(ValueError) as e:
+    cache_teacher_logits.run(
+        model='test_tiny_lm', model_kwargs={}, tokens=_tokens(0),
+        tokenizer_files=[_tokenizer_file(tmp_path)], vocab_size=VOCAB, out=str(out),
+        spec=logit_cache.CacheSpec(k=8), batch_size=4, init_seed=0)
+  assert str(e.value) == (
+      'write_cache: no sequence to cache (0 token batches, 0 sequences): the data, or a '
+      f'limit on it, selected none; nothing was written to {out}.')
+  assert not out.exists()
+
+
+def test_an_empty_or_damaged_cache_is_one_error_naming_the_file(tmp_path):
+  _write(tmp_path, logit_cache.CacheSpec(k=8))  # 10 sequences, shards of 4, 4 and 2.
+  cache = tmp_path / 'cache'
+  meta = cache / 'metadata.json'
+  rebuild = ('Rebuild the cache into a new directory with python -m '
+             'distill_jax.tools.cache_teacher_logits.')
+  written = meta.read_text()
+  meta.write_text(json.dumps({**json.loads(written), 'shards': [], 'num_sequences': 0}))
+  with pytest.raises(ValueError) as e:  # What a cache of 0 sequences used to be.
+    logit_cache.LogitCache(str(cache))
+  assert str(e.value) == (f'{meta}: the teacher-logit cache holds no sequence (its data '
+                          f'selected none). {rebuild}')
+  meta.write_text(written)
+  first, last = cache / 'logits-00000.array_record', cache / 'logits-00002.array_record'
+  last.rename(tmp_path / 'moved')
+  with pytest.raises(FileNotFoundError) as e:
+    logit_cache.LogitCache(str(cache))
+  assert str(e.value) == f'{last} is missing. {rebuild}'
+  shutil.copy(first, last)  # 4 sequences where 2 were.
+  with pytest.raises(errors.DamagedFileError) as e:
+    logit_cache.LogitCache(str(cache))
+  assert str(e.value) == (f'Teacher-logit cache {cache}: its 3 shards hold 12 sequences, '
+                          f'metadata.json says 10. {rebuild}')
+  shard = cache / 'logits-00001.array_record'
+  os.truncate(shard, os.path.getsize(shard) // 2)
+  with pytest.raises(errors.DamagedFileError) as e:
+    logit_cache.LogitCache(str(cache))
+  assert str(e.value).startswith(f'{shard} is truncated or damaged (')
+  assert str(e.value).endswith(rebuild)
+  meta.write_text(written[:len(written) // 2])
+  with pytest.raises(errors.DamagedFileError, match='^' + re.escape(
+      f'{meta} is truncated or damaged (not JSON: ')):
+    logit_cache.LogitCache(str(cache))
 
 
 def test_train_batches_deterministic_and_split_over_processes(tmp_path):

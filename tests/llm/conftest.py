@@ -113,3 +113,12 @@ def write_safetensors(directory: str, config: LlamaConfig, variables) -> None:
 def tiny():
   config = tiny_config()
   return config, random_variables(config)
+
+
+@pytest.fixture(scope='module')
+def teacher_gguf(tiny, tmp_path_factory):
+  """The tiny random model as a GGUF teacher file (with the tiny tokenizer)."""
+  config, variables = tiny
+  path = str(tmp_path_factory.mktemp('teacher') / 'tiny.gguf')
+  write_gguf(path, config, variables)
+  return path

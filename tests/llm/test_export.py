@@ -44,7 +44,7 @@ def run(tmp_path_factory):
 
 
 def _ours(workdir):
-  config, params, _ = export_tool.load_student(workdir)
+  config, params, _, _ = export_tool.load_student(workdir)
   return config, params, np.asarray(Llama(config).apply({'params': params}, TOKENS)[0])
 
 

@@ -65,6 +65,7 @@ def test_teacher_layers_copy_the_chosen_blocks(teacher, teacher_scan, student_sc
     jax.tree.map(np.testing.assert_array_equal, params[key], want[key])
 
 
+@pytest.mark.slow  # ~40 s; CI copies chosen blocks (test_teacher_layers_copy_the_chosen_blocks).
 def test_all_teacher_layers_make_the_teacher(teacher):
   """Every block kept: the student's first step sees divergence 0 from the teacher."""
   _, metrics = one_step(_config(teacher, **{
