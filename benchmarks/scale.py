@@ -271,6 +271,7 @@ def measure_vision(pair: VisionPair, layout: str, n: int, data_dir: str,
       CRD_CONFIG, f'method={pair.method},teacher_workdir={teacher_dir},runlocal')
   config.student.model = pair.student
   config.data.data_dir = data_dir
+  config.teacher.allow_unfinished = True  # A teacher at its random init (compile only).
   config.train.batch_size = pair.batch_size
   config.mesh.update(mesh_shape(layout, n))
   rules = LAYOUT_RULES['vision'][layout]

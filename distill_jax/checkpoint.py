@@ -9,7 +9,8 @@ Integrity (``distill_jax.checksums``): process 0 writes each save's
 ``checksums.json`` (size and SHA-256 of every file) into the folder before the
 rename. A resuming run restores the newest step that verifies: a step folder
 that does not (a file missing, truncated or altered) is reported by path and
-moved to ``<workdir>/corrupt_checkpoints/``, and the step before is tried.
+moved to ``<workdir>/corrupt_checkpoints/`` once an older step verifies (when
+none does, nothing is moved and the run stops, listing them).
 A teacher is the ``params`` (+ ``model_state``) of the newest verified
 checkpoint in the teacher run's workdir, restored alone (partial restore) and
 checked against the teacher model's shapes first.
@@ -20,7 +21,7 @@ import functools
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import flax.serialization
 import jax
@@ -36,7 +37,7 @@ CORRUPT_DIR = 'corrupt_checkpoints'
 CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'  # a run's final results (train.run writes it)
 _SAVING_SUFFIX = '.orbax-checkpoint-tmp'  # orbax's name for a step folder being written
-# orbax's step metadata (timestamps), rewritten after the rename: not sealed.
+# orbax's step metadata (timestamps), updated after the callback: not sealed.
 _UNSEALED = ('_CHECKPOINT_METADATA',)
 
 
@@ -45,14 +46,17 @@ class CheckpointError(RuntimeError):
 
 
 def _seal_saves(directory: str) -> None:
-  """Writes the manifest of each finished save orbax is about to rename to its step.
+  """Writes the manifest of the finished save orbax is about to rename to its step.
 
   orbax's post-finalization callback: it runs on process 0 only, after every
-  process has written its files and before the rename.
+  process has written its files and before the rename (one save is in flight
+  at a time: the newest temporary folder is it).
   """
-  for name in os.listdir(directory):
-    if name.endswith(_SAVING_SUFFIX) and name[:-len(_SAVING_SUFFIX)].isdigit():
-      checksums.write_manifest(os.path.join(directory, name), skip=_UNSEALED)
+  saving = [int(name[:-len(_SAVING_SUFFIX)]) for name in os.listdir(directory)
+            if name.endswith(_SAVING_SUFFIX) and name[:-len(_SAVING_SUFFIX)].isdigit()]
+  if saving:
+    checksums.write_manifest(os.path.join(directory, f'{max(saving)}{_SAVING_SUFFIX}'),
+                             skip=_UNSEALED)
 
 
 def checkpoints_dir(workdir: str) -> str:
@@ -117,67 +121,84 @@ def saved_steps(directory: str) -> list[int]:
   return sorted((int(name) for name in names if name.isdigit()), reverse=True)
 
 
+def _set_aside(path: str, folder: str) -> str:
+  """Moves step folder ``path`` into ``folder`` under a name not taken; returns it."""
+  os.makedirs(folder, exist_ok=True)
+  target, n = os.path.join(folder, os.path.basename(path)), 0
+  while os.path.exists(target):
+    n += 1
+    target = os.path.join(folder, f'{os.path.basename(path)}.{n}')
+  shutil.move(path, target)
+  return target
+
+
 def newest_verified(directory: str, *, move_failed_to: str | None = None) -> Verified | None:
   """The newest step in ``directory`` whose files match its manifest (None: no steps).
 
-  Each newer step that fails is logged with its path and what is wrong, and
-  moved into ``move_failed_to`` when given (so the run can save that step
-  again). A step without a manifest is used unverified, with a log line.
+  Each newer step that fails is logged with its path and what is wrong; with
+  ``move_failed_to`` those steps are moved there once a verified step is found
+  (so the run can save them again). A step without a manifest is used
+  unverified, with a log line.
 
   Raises:
-    CheckpointError: there are steps, and none verifies.
+    CheckpointError: there are steps, and none verifies (nothing is moved).
   """
   failures = []
   for step in saved_steps(directory):
     path = os.path.join(directory, str(step))
     problem = checksums.verify(path)
-    if problem is None:
-      if not checksums.has_manifest(path):
-        metrics.log(f'{path} has no {checksums.MANIFEST} (saved before checksums were kept): '
-                    'using it unverified.')
-      return Verified(step, path, checksums.digest(path))
-    failures.append(f'{path}: {problem}')
-    moved = ''
-    if move_failed_to:
-      os.makedirs(move_failed_to, exist_ok=True)
-      target = os.path.join(move_failed_to, f'{step}-{len(os.listdir(move_failed_to))}')
-      shutil.move(path, target)
-      moved = f' Moved to {target}.'
-    metrics.log(f'Checkpoint {path} fails verification: {problem}.{moved} '
-                'Trying the step before.')
+    if problem is not None:
+      failures.append(f'{path}: {problem}')
+      metrics.log(f'Checkpoint {path} fails verification: {problem}. Trying the step before.')
+      continue
+    if not checksums.has_manifest(path):
+      metrics.log(f'{path} has no {checksums.MANIFEST} (saved before checksums were kept): '
+                  'using it unverified.')
+    for failed in saved_steps(directory) if move_failed_to else ():
+      if failed > step:
+        target = _set_aside(os.path.join(directory, str(failed)), move_failed_to)
+        metrics.log(f'Moved the failed checkpoint of step {failed} to {target}.')
+    return Verified(step, path, checksums.digest(path))
   if failures:
-    raise CheckpointError('No checkpoint verifies:\n  ' + '\n  '.join(failures))
+    raise CheckpointError(
+        f'No checkpoint in {directory} verifies:\n  ' + '\n  '.join(failures) +
+        '\nNothing was moved: move or delete them to start this run from scratch.')
   return None
 
 
-def resume_point(workdir: str) -> Verified | None:
-  """The newest verified checkpoint of the run in ``workdir`` (None: none saved),
-  chosen by process 0 (which moves failed steps to ``corrupt_checkpoints/``)
-  and agreed by every process.
-
-  Raises:
-    CheckpointError: the run has checkpoints, and none verifies (they were
-      moved aside: a rerun starts from scratch).
-  """
-  directory = checkpoints_dir(workdir)
+def _agreed(directory: str, choose: Callable[[], Verified | None]) -> Verified | None:
+  """``choose()`` run on process 0, its step agreed by every process (theirs has
+  no ``sha256``); an error on process 0 is raised on every process."""
   found, error = None, None
   if jax.process_index() == 0:
     try:
-      found = newest_verified(directory, move_failed_to=os.path.join(workdir, CORRUPT_DIR))
-    except CheckpointError as e:
+      found = choose()
+    except Exception as e:  # pylint: disable=broad-except  (re-raised below, everywhere)
       error = e
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     step = int(multihost_utils.broadcast_one_to_all(
         np.int32(-2 if error else -1 if found is None else found.step)))
     if jax.process_index() != 0:
-      error = CheckpointError(f'{directory}: no checkpoint verifies (see process 0).') if (
-          step == -2) else None
+      error = CheckpointError(f'{directory}: process 0 could not choose a checkpoint (its '
+                              'error says why).') if step == -2 else None
       found = None if step < 0 else Verified(step, os.path.join(directory, str(step)), None)
   if error:
-    raise CheckpointError(f'{error}\nThey were moved to {os.path.join(workdir, CORRUPT_DIR)}; '
-                          'rerunning starts this run from scratch.')
+    raise error
   return found
+
+
+def resume_point(workdir: str) -> Verified | None:
+  """The newest verified checkpoint of the run in ``workdir`` (None: none saved),
+  chosen by process 0 (which moves newer failed steps to ``corrupt_checkpoints/``)
+  and agreed by every process.
+
+  Raises:
+    CheckpointError: the run has checkpoints, and none verifies.
+  """
+  directory = checkpoints_dir(workdir)
+  return _agreed(directory, lambda: newest_verified(
+      directory, move_failed_to=os.path.join(workdir, CORRUPT_DIR)))
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Any:
@@ -277,7 +298,7 @@ def load_teacher(teacher_workdir: str, abstract_variables: dict[str, Any],
   """
   directory = checkpoints_dir(teacher_workdir)
   try:
-    found = newest_verified(directory)
+    found = _agreed(directory, lambda: newest_verified(directory))
   except CheckpointError as e:
     raise CheckpointError(f'The {role} run in {teacher_workdir!r} has no usable checkpoint. '
                           f'{e}') from e

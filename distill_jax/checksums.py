@@ -62,9 +62,14 @@ def verify(folder: str) -> str | None:
   except (OSError, ValueError, KeyError, TypeError) as e:
     return f'its {MANIFEST} cannot be read ({e})'
   problems = []
+  if not isinstance(recorded, dict):
+    return f'its {MANIFEST} cannot be read (no file table)'
   for path, expected in sorted(recorded.items()):
     full = os.path.join(folder, path)
-    if not os.path.isfile(full):
+    if not (isinstance(expected, dict) and isinstance(expected.get('bytes'), int)
+            and isinstance(expected.get('sha256'), str)):
+      problems.append(f'its {MANIFEST} entry of {path} cannot be read ({expected!r})')
+    elif not os.path.isfile(full):
       problems.append(f'{path} is missing')
     elif (size := os.path.getsize(full)) != expected['bytes']:
       problems.append(f'{path} is {"truncated" if size < expected["bytes"] else "longer"} '

@@ -32,6 +32,7 @@ import numpy as np
 
 from distill_jax import checkpoint
 from distill_jax import defaults
+from distill_jax import distributed
 from distill_jax import metrics as metrics_lib
 from distill_jax import preemption
 from distill_jax import schemes
@@ -270,12 +271,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
                  steps=exp.total_steps, workdir=workdir)
   markdown = results.pop('report_markdown', None)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
+    with open(os.path.join(workdir, RESULTS_FILE) + '.tmp', 'w') as f:
       json.dump(results, f, indent=2)
+    os.replace(os.path.join(workdir, RESULTS_FILE) + '.tmp', os.path.join(workdir, RESULTS_FILE))
     if markdown is not None:
       with open(os.path.join(workdir, REPORT_FILE), 'w') as f:
         f.write(markdown + '\n')
       log(f'Report: {os.path.join(workdir, REPORT_FILE)}\n{markdown}')
+  distributed.barrier('results written')  # A next run (born_again) reads them on every process.
   return results
 
 
@@ -317,19 +320,26 @@ class NonFiniteGuard:
 
   def _error(self, step: int, step_metrics: dict[str, Any]) -> NonFiniteError:
     self.manager.wait_until_finished()
+    return NonFiniteError(
+        f'{_describe_nonfinite(step, step_metrics)}; training stopped '
+        f'(train.nan_policy=stop) and saved nothing after step {step - 1}. '
+        f'{self._last_good()} Lower optim.learning_rate, set optim.grad_clip_norm, or set '
+        'train.nan_policy=skip to drop such steps.')
+
+  def _last_good(self) -> str:
+    """Which saved checkpoint a rerun resumes from (process 0 verifies them)."""
+    if jax.process_index() != 0:
+      return 'Process 0\'s error names the last good checkpoint.'
     try:
       good = checkpoint.newest_verified(str(self.manager.directory))
     except checkpoint.CheckpointError as e:
-      log(str(e))
-      good = None
-    where = (f'The last good (verified) checkpoint is step {good.step}: {good.path} '
-             '(rerunning resumes from there).' if good is not None else
-             'No checkpoint was saved before it (a rerun starts from scratch).')
-    return NonFiniteError(
-        f'{_describe_nonfinite(step, step_metrics)}; training stopped '
-        f'(train.nan_policy=stop) and saved nothing after step {step - 1}. {where} '
-        'Lower optim.learning_rate, set optim.grad_clip_norm, or set '
-        'train.nan_policy=skip to drop such steps.')
+      return f'No saved checkpoint is usable: {e}'
+    if good is None:
+      return 'No checkpoint was saved before it (a rerun starts from scratch).'
+    verified = 'verified' if good.sha256 else 'unverified: saved before checksums were kept'
+    return (f'The last good checkpoint is step {good.step}: {good.path} ({verified}; '
+            'rerunning resumes from there).')
+
 
 
 def _train_loop(exp: Experiment, state, manager, writer, start_step: int,

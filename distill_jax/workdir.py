@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from distill_jax import checkpoint
+from distill_jax import defaults
 from distill_jax import metrics
 
 LOCK_FILE = '.lock'
@@ -37,8 +38,9 @@ IDENTITY_KEYS = ('task', 'student', 'teacher', 'data.name', 'method.name', 'sche
 # Free to change on resume (recorded): how long the run trains, and the
 # teachers' checkpoints (a retrained teacher run: its new step and SHA-256).
 FREE_KEYS = ('train.num_steps', 'train.num_epochs', 'teacher_checkpoints')
-# Never compared: the switch that allows the others to change.
-_UNCOMPARED = ('train.resume_with_changes',)
+# Never compared: switches that allow something (other settings, a teacher run).
+_UNCOMPARED = ('train.resume_with_changes', 'teacher.allow_unfinished',
+               'teacher.allow_other_data')
 _ABSENT = '(absent)'
 
 
@@ -131,11 +133,24 @@ def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict
                    ) -> dict[str, tuple[Any, Any]]:
   """``{dotted key: (saved value, new value)}`` where ``config`` differs from
-  the ``config.json`` contents ``saved`` (compared as JSON)."""
+  the ``config.json`` contents ``saved`` (compared as JSON).
+
+  A key the saved config lacks is no change when the new value is its default
+  (a key added by a later version of distill_jax, whose default is the old
+  behaviour); one the new config lacks (a key since removed) is ignored.
+  """
   old = _flat(saved)
   new = _flat(json.loads(config.to_json_best_effort()))
-  return {key: (old.get(key, _ABSENT), new.get(key, _ABSENT)) for key in sorted({*old, *new})
-          if key not in _UNCOMPARED and old.get(key, _ABSENT) != new.get(key, _ABSENT)}
+  default = _flat(json.loads(defaults.default_config(config.task).to_json_best_effort()))
+
+  def changed(key):
+    if key in _UNCOMPARED or key not in new:
+      return False
+    if key not in old:
+      return key not in default or new[key] != default[key]
+    return old[key] != new[key]
+  return {key: (old.get(key, _ABSENT), new[key]) for key in sorted({*old, *new})
+          if changed(key)}
 
 
 def _format(changes: dict[str, tuple[Any, Any]]) -> str:

@@ -57,7 +57,7 @@ def test_a_damaged_latest_step_is_moved_aside_and_the_one_before_resumed(
   out = capsys.readouterr().out
   assert f'Checkpoint {latest} fails verification: ' in out and problem in out
   assert 'Resumed from the checkpoint at step 2' in out and 'verified, sha256' in out
-  assert os.listdir(os.path.join(workdir, checkpoint.CORRUPT_DIR)) == ['4-0']
+  assert os.listdir(os.path.join(workdir, checkpoint.CORRUPT_DIR)) == ['4']
   assert results['steps'] == 4 and checksums.verify(latest) is None  # Step 4 saved again.
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   train_steps = [r['step'] for r in rows if 'train/loss' in r]
@@ -69,11 +69,12 @@ def test_no_step_verifies_is_one_error_listing_each(two_step_run):
   for step in (2, 4):
     os.truncate(_largest_file(os.path.join(workdir, 'checkpoints', str(step))), 0)
   with pytest.raises(checkpoint.CheckpointError,
-                     match=r'(?s)No checkpoint verifies:.*checkpoints/4: .*truncated.*'
-                           r'checkpoints/2: .*They were moved to .*corrupt_checkpoints.*'
-                           r'rerunning starts this run from scratch'):
+                     match=r'(?s)No checkpoint in .*checkpoints verifies:.*checkpoints/4: .*'
+                           r'truncated.*checkpoints/2: .*Nothing was moved: move or delete '
+                           r'them to start this run from scratch'):
     train.run(config, workdir)
-  assert sorted(os.listdir(os.path.join(workdir, checkpoint.CORRUPT_DIR))) == ['2-1', '4-0']
+  assert checkpoint.saved_steps(os.path.join(workdir, 'checkpoints')) == [4, 2]
+  assert not os.path.exists(os.path.join(workdir, checkpoint.CORRUPT_DIR))
 
 
 def test_a_teacher_skips_its_damaged_step(two_step_run, capsys):
@@ -89,10 +90,16 @@ def test_a_teacher_skips_its_damaged_step(two_step_run, capsys):
 def test_an_unreadable_manifest_and_an_unsealed_step(two_step_run, capsys):
   workdir, _ = two_step_run
   folder = os.path.join(workdir, 'checkpoints', '4')
-  with open(os.path.join(folder, checksums.MANIFEST), 'w') as f:
+  manifest = os.path.join(folder, checksums.MANIFEST)
+  with open(manifest) as f:
+    written = f.read()
+  with open(manifest, 'w') as f:  # Valid JSON, one key altered.
+    f.write(written.replace('"sha256": "', '"sha265": "', 1))
+  assert 'checksums.json entry of ' in checksums.verify(folder)
+  with open(manifest, 'w') as f:
     f.write('{"files": ')
   assert 'checksums.json cannot be read' in checksums.verify(folder)
-  os.remove(os.path.join(folder, checksums.MANIFEST))
+  os.remove(manifest)
   found = checkpoint.newest_verified(os.path.join(workdir, 'checkpoints'))
   assert (found.step, found.sha256) == (4, None)
   assert 'has no checksums.json (saved before checksums were kept): using it unverified' in (

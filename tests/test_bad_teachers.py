@@ -58,7 +58,7 @@ def test_an_unfinished_teacher_run_is_refused_unless_allowed(
   os.remove(os.path.join(teacher, 'results.json'))
   workdir = str(tmp_path / 'student')
   with pytest.raises(ValueError, match=r'config.teacher: the run in .* never finished \(no final '
-                     r'eval in results.json; its newest checkpoint is step 4\).*'
+                     r'eval of its newest checkpoint, step 4, in results.json\).*'
                      r'teacher.allow_unfinished=True'):
     train.run(_kd(small_config, data_dir, teacher), workdir)
   assert not os.path.exists(workdir)
@@ -83,8 +83,9 @@ def test_a_teacher_far_below_its_recorded_accuracy_is_refused(
     teacher, small_config, data_dir, tmp_path):
   _edit_json(os.path.join(teacher, 'results.json'), lambda r: r['eval'].update(accuracy=0.99))
   workdir = str(tmp_path / 'student')
-  with pytest.raises(TeacherCheckError, match=r'reaches accuracy 0\.\d+ on the first 2 eval '
-                                              r'batches, below half the 0\.9900 its run recorded'):
+  with pytest.raises(TeacherCheckError, match=r'reaches teacher_accuracy 0\.\d+ on the first 2 '
+                                              r'eval batches \(360 examples\), below half the '
+                                              r'0\.9900 its run recorded'):
     train.run(_kd(small_config, data_dir, teacher), workdir)
   assert not os.path.exists(workdir)  # A new workdir is not left behind.
 
@@ -104,8 +105,40 @@ def test_check_refuses_broken_figures(summary, message):
 
 def test_check_passes_a_working_teacher():
   sources = [TeacherSource('run', step=4, accuracy=0.9), TeacherSource('lm', vocab_size=1000)]
-  check({'teacher_accuracy': 0.8, 'teacher_nll': math.log(1000) + 0.5, 'accuracy': 0.1},
-        sources, 'float32')
+  check({'teacher_accuracy': 0.8, 'teacher_nll': math.log(1000) + 0.5, 'accuracy': 0.1,
+         'examples': 400}, sources, 'float32')
+
+
+def test_check_compares_accuracy_only_where_chance_cannot_decide():
+  sources = [TeacherSource('run', accuracy=0.2)]
+  check({'teacher_accuracy': 0.0, 'examples': 32}, sources, 'float32')  # 6.4 expected right
+  with pytest.raises(TeacherCheckError, match=r'teacher_accuracy 0.0000 .* \(200 examples\)'):
+    check({'teacher_accuracy': 0.0, 'examples': 200}, sources, 'float32')
+
+
+def test_check_looks_at_each_teacher_of_an_ensemble():
+  sources = [TeacherSource('t0', accuracy=0.9), TeacherSource('t1', accuracy=0.9)]
+  summary = {'teacher_accuracy': 0.85, 'teacher0_accuracy': 0.9, 'teacher1_accuracy': 0.1,
+             'examples': 400}
+  with pytest.raises(TeacherCheckError, match=r'The teacher \(t1\) reaches teacher1_accuracy'):
+    check(summary, sources, 'float32')
+
+
+def test_an_extended_teacher_run_is_unfinished(teacher, small_config, data_dir, tmp_path):
+  _edit_json(os.path.join(teacher, 'results.json'), lambda r: r.update(steps=2))
+  with pytest.raises(ValueError, match='never finished .*newest checkpoint, step 4'):
+    train.run(_kd(small_config, data_dir, teacher), str(tmp_path / 'student'))
+
+
+def test_a_student_of_an_older_version_resumes_and_may_allow(
+    teacher, small_config, data_dir, tmp_path):
+  workdir = str(tmp_path / 'student')
+  train.run(_kd(small_config, data_dir, teacher), workdir)
+  _edit_json(os.path.join(workdir, 'config.json'),  # As written before these switches.
+             lambda c: [c['teacher'].pop(k) for k in ('allow_unfinished', 'allow_other_data')])
+  results = train.run(_kd(small_config, data_dir, teacher, **{
+      'train.num_steps': 4, 'teacher.allow_unfinished': True}), workdir)
+  assert results['steps'] == 4
 
 
 def test_a_damaged_gguf_teacher_is_refused(tmp_path):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from distill_jax import defaults
 from distill_jax import train
 from distill_jax import workdir as workdir_lib
 
@@ -95,3 +96,13 @@ def test_two_processes_on_one_workdir(data_dir, tmp_path):
   steps = [json.loads(line)['step'] for line in open(os.path.join(workdir, 'metrics.jsonl'))
            if 'train/loss' in line]
   assert steps == sorted(set(steps)) and steps[-1] == 40
+
+
+def test_keys_added_since_a_run_was_saved_are_no_change():
+  config = defaults.default_config()
+  saved = json.loads(config.to_json_best_effort())
+  del saved['optim']['grad_clip_norm']  # As an older version wrote it.
+  assert workdir_lib.config_changes(saved, config) == {}
+  config.optim.grad_clip_norm = 1.0
+  assert workdir_lib.config_changes(saved, config) == {
+      'optim.grad_clip_norm': ('(absent)', 1.0)}

@@ -77,7 +77,8 @@ class LoadedModel:
 def recorded_eval(workdir: str, config: ml_collections.ConfigDict | None,
                   role: str) -> dict[str, Any]:
   """The final eval of the run in ``workdir`` (its ``results.json``), after the
-  checks of a teacher run against the student's ``config`` (None: no checks).
+  checks of a teacher run against the student's ``config`` (None: no checks);
+  empty when that eval is not of the newest checkpoint or of this data.
 
   Raises:
     ValueError: the run never finished (unless ``teacher.allow_unfinished``),
@@ -87,19 +88,23 @@ def recorded_eval(workdir: str, config: ml_collections.ConfigDict | None,
   results = {}
   if os.path.exists(path):
     with open(path) as f:
-      results = json.load(f)
+      try:
+        results = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'config.{role}: {path} is damaged (not JSON: {e}).') from None
   if config is None:
     return results.get('eval', {})
-  if 'eval' not in results:
-    step = checkpoint.latest_step(workdir)
+  step = checkpoint.latest_step(workdir)
+  if 'eval' not in results or results.get('steps') != step:
     if not config.teacher.allow_unfinished:
       raise ValueError(
-          f'config.{role}: the run in {workdir!r} never finished (no final eval in '
-          f'{checkpoint.RESULTS_FILE}; its newest checkpoint is step {step}). Finish it by '
+          f'config.{role}: the run in {workdir!r} never finished (no final eval of its '
+          f'newest checkpoint, step {step}, in {checkpoint.RESULTS_FILE}). Finish it by '
           'rerunning its own command, or set teacher.allow_unfinished=True to distill from '
           'that step.')
     metrics.log(f'config.{role}: the run in {workdir} is unfinished; using its newest '
                 'checkpoint (teacher.allow_unfinished=True).')
+    results = {}  # Its eval, if any, is of another step.
   trained_on = checkpoint.read_config(workdir).get('data', {}).get('name')
   if trained_on != config.data.name:
     if not config.teacher.allow_other_data:
@@ -109,6 +114,7 @@ def recorded_eval(workdir: str, config: ml_collections.ConfigDict | None,
           'teacher.allow_other_data=True to distill across data sets.')
     metrics.log(f'config.{role}: the run in {workdir} trained on {trained_on!r}, not '
                 f'{config.data.name!r} (teacher.allow_other_data=True).')
+    results = {}  # Its eval is of other data.
   return results.get('eval', {})
 
 

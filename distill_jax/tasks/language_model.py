@@ -708,9 +708,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> base.Experiment:
                         teacher_variables=teacher_variables, method=method, schedule=schedule,
                         abstract_batch=batch_shapes(train_source, size),
                         num_train=num_train, teacher_name=path, vocab_map=start.vocab_map,
-                        teacher_sources=(TeacherSource(
-                            os.path.abspath(path), sha256=checksums.path_digest(path),
-                            vocab_size=teacher.config.vocab_size),))
+                        teacher_sources=(TeacherSource(  # (Process 0 records it.)
+                            os.path.abspath(path), vocab_size=teacher.config.vocab_size,
+                            sha256=checksums.path_digest(path) if jax.process_index() == 0
+                            else None),))
   if start.params_fn is not None:
     compiled = dataclasses.replace(compiled, init_fn=starting_from(compiled, start.params_fn))
 
