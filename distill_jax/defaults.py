@@ -197,6 +197,8 @@ def default_config(task: str = 'classification') -> ml_collections.ConfigDict:
   c.optim.decay_epochs = ()        # step schedule: epochs at which lr *= decay_factor
   c.optim.decay_factor = 0.1
   c.optim.grad_clip_norm = 0.0     # 0 = no clipping
+  c.optim.max_norm = 0.0           # > 0: each unit's incoming weights kept at L2 norm <= this
+                                   # (dropout's max-norm constraint; optim.max_norm); 0 = off
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128         # global batch, over all devices and hosts

@@ -3,6 +3,10 @@
   python -m experiments.crd_cifar100 --pairs=resnet32x4_resnet8x4 --methods=ce,kd,crd --seeds=0,1,2
   python -m experiments.crd_cifar100 --mock      # the whole harness on synthetic CIFAR-100, 2 steps a run
 
+The real table needs CIFAR-100 prepared by tfds in ``--data_dir`` (no offline
+copy exists here) and an accelerator: 240 epochs per run. The mock's table is
+written into its workdir, never beside the results: its numbers are not results.
+
 Trains each pair's teacher once (``configs/cifar100/crd.py:role=teacher``), then
 every pair x method x seed student, and writes ``<results_dir>/crd_cifar100.{json,md}``:
 mean +- std over seeds of the last- and best-epoch test accuracy (best epoch is
@@ -26,7 +30,8 @@ _EPOCHS = flags.DEFINE_integer('epochs', 240, 'Epochs of the main schedule.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'tfds data_dir holding cifar100.')
 _MOCK = flags.DEFINE_bool('mock', False, 'Synthetic CIFAR-100 and runlocal (2-step) runs.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/crd_cifar100', 'Root of the runs.')
-_RESULTS = flags.DEFINE_string('results_dir', 'experiments/results', 'Where the table goes.')
+_RESULTS = flags.DEFINE_string('results_dir', '', 'Where the table goes (default: '
+                               'experiments/results; with --mock: <workdir>/mock).')
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar100', 'crd.py')
 # Published top-1 (%), checked against the sources on 2026-11-29:
@@ -89,7 +94,8 @@ def main(argv):
   table = method_table.markdown(cells, published=lambda p, m: PUBLISHED.get((p, m)),
                                 title='CIFAR-100 (CRD paper pairs)', notes=notes)
   name = 'crd_cifar100_mock' if _MOCK.value else 'crd_cifar100'
-  method_table.write(os.path.join(_RESULTS.value, name), cells, table)
+  results_dir = _RESULTS.value or (root if _MOCK.value else 'experiments/results')
+  method_table.write(os.path.join(results_dir, name), cells, table)
   print('\n' + table)
 
 

@@ -1,7 +1,8 @@
 """Hinton, Vinyals & Dean (2015), section 3: MNIST, one config for the three runs.
 
-role=teacher  784-1200-1200-10 MLP, dropout (input 0.2, hidden 0.5), inputs
-              jittered by up to 2 px. Paper: 67 test errors.
+role=teacher  784-1200-1200-10 MLP, dropout (input 0.2, hidden 0.5), each
+              unit's incoming weights kept at L2 norm <= max_norm (3.5),
+              inputs jittered by up to 2 px. Paper: 67 test errors.
 role=scratch  784-800-800-10 MLP, no regularisation. Paper: 146 test errors.
 role=distill  the same student, trained on the teacher's soft targets at
               T=20 plus the labels: 0.5 * CE + 0.5 * T^2 KL. Paper: 74 test
@@ -15,8 +16,8 @@ Launch (the teacher first; the distilled student reads its workdir):
       --workdir=/tmp/hinton/distill
 ``experiments/hinton_mnist.py`` runs all three and writes the table.
 Arguments: role, epochs, teacher_workdir (needed by distill; with scratch the
-teacher is only evaluated beside the student), temperature, alpha, seed,
-runlocal (2 steps, for smoke tests).
+teacher is only evaluated beside the student), temperature, alpha, max_norm
+(the teacher's; 0 = off), seed, runlocal (2 steps, for smoke tests).
 """
 
 from distill_jax import config_args
@@ -31,7 +32,7 @@ SMOKE_TEST_ARGS = ('role=teacher', 'role=scratch,teacher_workdir={run0}',
 def get_config(arg=None):
   args = config_args.parse_config_arg(arg, {
       'role': 'teacher', 'epochs': 60, 'teacher_workdir': '', 'temperature': 20.0,
-      'alpha': 0.5, 'seed': 0, 'runlocal': False})
+      'alpha': 0.5, 'max_norm': 3.5, 'seed': 0, 'runlocal': False})
   if args['role'] not in ROLES:
     raise ValueError(f'role={args["role"]!r}; choose one of {ROLES}.')
   config = defaults.default_config()
@@ -52,6 +53,7 @@ def get_config(arg=None):
     config.student.kwargs.input_dropout_rate = 0.2
     config.student.kwargs.dropout_rate = 0.5
     config.data.augment.crop_padding = 2
+    config.optim.max_norm = float(args['max_norm'])
   else:
     config.student.kwargs.hidden_sizes = (800, 800)
   if args['role'] == 'distill' and not args['teacher_workdir']:
