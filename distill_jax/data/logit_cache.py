@@ -362,6 +362,10 @@ class LogitCache:
       except json.JSONDecodeError as e:
         raise errors.DamagedFileError(
             f'{meta_path} is truncated or damaged (not JSON: {e}). {_REBUILD}') from None
+    if self.metadata.get('format_version') != FORMAT_VERSION:
+      raise ValueError(
+          f'{meta_path}: cache format version {self.metadata.get("format_version")}; this '
+          f'distill_jax reads version {FORMAT_VERSION}. {_REBUILD}')
     self.spec = CacheSpec(**self.metadata['spec'])
     self.tokenizer = TokenizerInfo(**self.metadata['tokenizer'])
     if tokenizer is not None and tokenizer != self.tokenizer:

@@ -316,16 +316,21 @@ def _gguf_tensors(reader, config: LlamaConfig, path: str) -> Tensors:
 
 
 def open_gguf(path: str):
-  """``gguf.GGUFReader`` of ``path``; a missing, foreign, truncated or damaged
-  file is one error naming the file and what is wrong with it."""
+  """``gguf.GGUFReader`` of ``path``; a missing, foreign, unsupported-version,
+  truncated or damaged file is one error naming the file and what is wrong with it."""
   import gguf  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise FileNotFoundError(f'No GGUF file at {path!r}.')
   with open(path, 'rb') as f:
-    magic = f.read(4)
+    magic, version = f.read(4), f.read(4)
   if magic != b'GGUF':
     raise ValueError(f'{path}: not a GGUF file (it starts with {magic!r}, not GGUF\'s magic '
                      "b'GGUF').")
+  version = int.from_bytes(version, 'little') if len(version) == 4 else None
+  if version not in gguf.READER_SUPPORTED_VERSIONS:
+    raise ValueError(f'{path}: GGUF version {version}; the installed gguf package reads '
+                     f'versions {", ".join(map(str, gguf.READER_SUPPORTED_VERSIONS))} '
+                     '(upgrade it: pip install -U gguf).')
   try:
     return gguf.GGUFReader(path)
   except (ValueError, IndexError, KeyError, OverflowError) as e:

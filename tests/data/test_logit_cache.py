@@ -2,56 +2,20 @@
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from distill_jax import losses
-from distill_jax.data import errors
 from distill_jax.data import logit_cache
 from distill_jax.data import pipeline
-from distill_jax.registry import register
 from distill_jax.tools import cache_teacher_logits
 
-VOCAB, SEQ = 96, 8
-
-
-@register('models', 'test_tiny_lm')
-class TinyLM(nn.Module):
-  """Embedding + one tanh layer + head: tokens [B, T] -> (logits [B, T, V], {})."""
-  vocab_size: int = VOCAB
-  width: int = 16
-
-  @nn.compact
-  def __call__(self, tokens):
-    x = nn.Embed(self.vocab_size, self.width)(tokens)
-    x = jnp.tanh(nn.Dense(self.width)(x)) * 3
-    return nn.Dense(self.vocab_size)(x), {}
-
-
-def _tokens(n=10):
-  return np.random.default_rng(0).integers(0, VOCAB, (n, SEQ), dtype=np.int32)
-
-
-def _tokenizer_file(tmp_path, text='{"vocab": "tiny"}'):
-  path = tmp_path / 'tokenizer.json'
-  path.write_text(text)
-  return str(path)
-
-
-def _write(tmp_path, spec, name='cache'):
-  return cache_teacher_logits.run(
-      model='test_tiny_lm', model_kwargs={}, tokens=_tokens(),
-      tokenizer_files=[_tokenizer_file(tmp_path)], vocab_size=VOCAB,
-      out=str(tmp_path / name), spec=spec, batch_size=4, init_seed=0,
-      records_per_shard=4)
+from tests.data.cache_helpers import SEQ, VOCAB, random_tokens, tokenizer_file, write
 
 
 def _teacher_logits(tokens):
@@ -72,17 +36,17 @@ def test_quantize_round_trip(value_dtype):
 
 def test_top_k_cache_round_trip_and_kl_error(tmp_path):
   spec = logit_cache.CacheSpec(mode='top_k', k=48)
-  metadata = _write(tmp_path, spec)
+  metadata = write(tmp_path, spec)
   assert metadata['num_sequences'] == 10 and metadata['num_tokens'] == 80
   assert len(metadata['shards']) == 3
   # uint16 ids + uint16 values: 4 B per entry, plus tokens and tail.
   assert metadata['bytes_per_token'] > 48 * 4
   tokenizer = logit_cache.TokenizerInfo(
-      VOCAB, logit_cache.tokenizer_hash(_tokenizer_file(tmp_path)))
+      VOCAB, logit_cache.tokenizer_hash(tokenizer_file(tmp_path)))
   cache = logit_cache.LogitCache(str(tmp_path / 'cache'), tokenizer=tokenizer)
   assert len(cache) == 10
   batch = cache.get(np.array([7, 2]))
-  np.testing.assert_array_equal(batch['tokens'], _tokens()[[7, 2]])
+  np.testing.assert_array_equal(batch['tokens'], random_tokens()[[7, 2]])
   teacher = _teacher_logits(batch['tokens'])
   log_p = jax.nn.log_softmax(teacher)
   np.testing.assert_array_equal(batch['target_ids'], jax.lax.top_k(log_p, 48)[1])
@@ -108,7 +72,7 @@ def test_top_k_cache_round_trip_and_kl_error(tmp_path):
 
 def test_sampled_cache_weights_estimate_teacher(tmp_path):
   spec = logit_cache.CacheSpec(mode='sampled', k=64, seed=1)
-  _write(tmp_path, spec)
+  write(tmp_path, spec)
   cache = logit_cache.LogitCache(str(tmp_path / 'cache'))
   item = cache[3]
   weights = np.exp(item['target_logprobs'])
@@ -131,75 +95,8 @@ def test_sampled_weights_are_an_unbiased_estimate():
   assert np.abs(est - p).sum(-1).max() < 0.15  # ~sqrt(V / k) / 2
 
 
-def test_tokenizer_mismatch_and_incomplete_cache(tmp_path):
-  _write(tmp_path, logit_cache.CacheSpec(k=8))
-  with pytest.raises(logit_cache.TokenizerMismatchError, match='vocab_size=96.*hash'):
-    logit_cache.LogitCache(str(tmp_path / 'cache'),
-                           tokenizer=logit_cache.TokenizerInfo(VOCAB, 'sha256:other'))
-  with pytest.raises(logit_cache.TokenizerMismatchError, match='vocab_size=50'):
-    logit_cache.LogitCache(str(tmp_path / 'cache'), tokenizer=logit_cache.TokenizerInfo(
-        50, logit_cache.tokenizer_hash(_tokenizer_file(tmp_path))))
-  os.remove(tmp_path / 'cache' / 'metadata.json')
-  with pytest.raises(FileNotFoundError, match='metadata.json is missing'):
-    logit_cache.LogitCache(str(tmp_path / 'cache'))
-  with pytest.raises(ValueError, match='teacher outputs 96 classes but the tokenizer'):
-    cache_teacher_logits.run(
-        model='test_tiny_lm', model_kwargs={}, tokens=_tokens(),
-        tokenizer_files=[_tokenizer_file(tmp_path)], vocab_size=100,
-        out=str(tmp_path / 'other'), spec=logit_cache.CacheSpec(k=8),
-        batch_size=4, init_seed=0)
-
-
-def test_a_cache_of_no_sequence_is_refused_before_anything_is_written(tmp_path):
-  out = tmp_path / 'empty'
-  with pytest.raises(ValueError) as e:
-    cache_teacher_logits.run(
-        model='test_tiny_lm', model_kwargs={}, tokens=_tokens(0),
-        tokenizer_files=[_tokenizer_file(tmp_path)], vocab_size=VOCAB, out=str(out),
-        spec=logit_cache.CacheSpec(k=8), batch_size=4, init_seed=0)
-  assert str(e.value) == (
-      'write_cache: no sequence to cache (0 token batches, 0 sequences): the data, or a '
-      f'limit on it, selected none; nothing was written to {out}.')
-  assert not out.exists()
-
-
-def test_an_empty_or_damaged_cache_is_one_error_naming_the_file(tmp_path):
-  _write(tmp_path, logit_cache.CacheSpec(k=8))  # 10 sequences, shards of 4, 4 and 2.
-  cache = tmp_path / 'cache'
-  meta = cache / 'metadata.json'
-  rebuild = ('Rebuild the cache into a new directory with python -m '
-             'distill_jax.tools.cache_teacher_logits.')
-  written = meta.read_text()
-  meta.write_text(json.dumps({**json.loads(written), 'shards': [], 'num_sequences': 0}))
-  with pytest.raises(ValueError) as e:  # What a cache of 0 sequences used to be.
-    logit_cache.LogitCache(str(cache))
-  assert str(e.value) == (f'{meta}: the teacher-logit cache holds no sequence (its data '
-                          f'selected none). {rebuild}')
-  meta.write_text(written)
-  first, last = cache / 'logits-00000.array_record', cache / 'logits-00002.array_record'
-  last.rename(tmp_path / 'moved')
-  with pytest.raises(FileNotFoundError) as e:
-    logit_cache.LogitCache(str(cache))
-  assert str(e.value) == f'{last} is missing. {rebuild}'
-  shutil.copy(first, last)  # 4 sequences where 2 were.
-  with pytest.raises(errors.DamagedFileError) as e:
-    logit_cache.LogitCache(str(cache))
-  assert str(e.value) == (f'Teacher-logit cache {cache}: its 3 shards hold 12 sequences, '
-                          f'metadata.json says 10. {rebuild}')
-  shard = cache / 'logits-00001.array_record'
-  os.truncate(shard, os.path.getsize(shard) // 2)
-  with pytest.raises(errors.DamagedFileError) as e:
-    logit_cache.LogitCache(str(cache))
-  assert str(e.value).startswith(f'{shard} is truncated or damaged (')
-  assert str(e.value).endswith(rebuild)
-  meta.write_text(written[:len(written) // 2])
-  with pytest.raises(errors.DamagedFileError, match='^' + re.escape(
-      f'{meta} is truncated or damaged (not JSON: ')):
-    logit_cache.LogitCache(str(cache))
-
-
 def test_train_batches_deterministic_and_split_over_processes(tmp_path):
-  _write(tmp_path, logit_cache.CacheSpec(k=4))
+  write(tmp_path, logit_cache.CacheSpec(k=4))
   cache = logit_cache.LogitCache(str(tmp_path / 'cache'))
   take = lambda it, n: [next(it) for _ in range(n)]
   whole = take(pipeline.train_batches_of(cache, global_batch_size=4, seed=3), 3)
@@ -214,14 +111,14 @@ def test_train_batches_deterministic_and_split_over_processes(tmp_path):
 
 
 def test_command_line(tmp_path):
-  np.save(tmp_path / 'tokens.npy', _tokens(4))
+  np.save(tmp_path / 'tokens.npy', random_tokens(4))
   out = tmp_path / 'cli_cache'
-  code = ('import sys; from tests.data import test_logit_cache; '
+  code = ('import sys; from tests.data import cache_helpers; '
           'from distill_jax.tools import cache_teacher_logits as c; '
           'from absl import app; c._define_flags(); app.run(c.main)')
   result = subprocess.run(
       [sys.executable, '-c', code, '--model=test_tiny_lm', '--init_seed=0',
-       f'--tokens={tmp_path / "tokens.npy"}', f'--tokenizer={_tokenizer_file(tmp_path)}',
+       f'--tokens={tmp_path / "tokens.npy"}', f'--tokenizer={tokenizer_file(tmp_path)}',
        f'--vocab_size={VOCAB}', f'--out={out}', '--k=16', '--batch_size=2'],
       capture_output=True, text=True, timeout=120,
       cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),

@@ -42,7 +42,7 @@ def test_missing_teacher(tmp_path):
     train_lib.run(_config(str(tmp_path / 'none.gguf')), str(tmp_path / 'run'))
 
 
-@pytest.mark.parametrize('damage', ['truncated', 'foreign'])
+@pytest.mark.parametrize('damage', ['truncated', 'foreign', 'version'])
 def test_a_damaged_gguf_is_one_error_naming_the_file(tmp_path, damage):
   path = str(tmp_path / 'model.gguf')
   write_gguf(path, tiny_config(), random_variables(tiny_config()))
@@ -50,6 +50,11 @@ def test_a_damaged_gguf_is_one_error_naming_the_file(tmp_path, damage):
     with open(path, 'r+b') as f:
       f.truncate(os.path.getsize(path) // 2)
     message = f'{path}: the GGUF file cannot be read, truncated or damaged'
+  elif damage == 'version':
+    with open(path, 'r+b') as f:
+      f.seek(4)
+      f.write((99).to_bytes(4, 'little'))
+    message = f'{path}: GGUF version 99; the installed gguf package reads versions 2, 3'
   else:
     with open(path, 'r+b') as f:
       f.write(b'PK\x03\x04')
