@@ -14,6 +14,7 @@ a long schedule can be completed over several invocations.
 
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -31,6 +32,7 @@ _FULL_EPOCHS = flags.DEFINE_integer('full_epochs', 60, 'Student epochs in the fu
 _FULL_TEACHER_EPOCHS = flags.DEFINE_integer('full_teacher_epochs', 200,
                                             'Teacher epochs in the full run.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default: 0 shortened, 0,1,2 full).')
+_MAX_NORM = flags.DEFINE_float('teacher_max_norm', 3.5, "The teacher's max-norm (0 = off).")
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/hinton_mnist', 'Root of the runs.')
 _RESULTS = flags.DEFINE_string('results_dir', 'results', 'Where the table, JSON and plot go.')
 
@@ -54,7 +56,9 @@ def _run_all(root: str, seeds: list[int], epochs: dict[str, int]) -> dict[str, l
     teacher_dir = os.path.join(root, f'teacher_s{seed}')
     for role in ROLES:
       arg = f'role={role},epochs={epochs[role]},seed={seed}'
-      if role != 'teacher':
+      if role == 'teacher':
+        arg += f',max_norm={_MAX_NORM.value}'
+      else:
         arg += f',teacher_workdir={teacher_dir}'
       print(f'=== {role}, seed {seed}: {LABELS[role]}, {epochs[role]} epochs', flush=True)
       results[role].append(_finished_or_run(config_args.load_config_file(CONFIG, arg),
@@ -80,7 +84,8 @@ def _finished_or_run(config, workdir: str) -> dict:
 def _table(results: dict[str, list[dict]], epochs: dict[str, int], seeds: list[int],
            load: float) -> str:
   rows = ['| run | epochs | paper: test errors | target | ours: test errors '
-          f'(mean ± std, {len(seeds)} seed{"s" * (len(seeds) > 1)}) | per seed | '
+          f'({"mean ± std, " * (len(seeds) > 1)}{len(seeds)} seed{"s" * (len(seeds) > 1)}) | '
+          'per seed | '
           'top-1 agreement with teacher | wall time |',
           '|---|---:|---:|---:|---:|---:|---:|---:|']
   for role, runs in results.items():
@@ -90,14 +95,15 @@ def _table(results: dict[str, list[dict]], epochs: dict[str, int], seeds: list[i
     agreement = f'{method_table.mean_std(agreements)[0]:.4f}' if agreements else '-'
     wall = sum(r['wall_time_s'] for r in runs)
     rows.append(f'| {LABELS[role]} | {epochs[role]} | {PAPER_ERRORS[role]} | {TARGETS[role]} | '
-                f'{mean:.1f} ± {std:.1f} | {", ".join(map(str, errors))} | {agreement} | '
+                f'{f"{mean:.1f} ± {std:.1f}" if len(errors) > 1 else errors[0]} | '
+                f'{", ".join(map(str, errors))} | {agreement} | '
                 f'{wall / 60:.1f} min |')
   recipe = ('Recipe (configs/mnist/hinton.py): batch 128, SGD 0.05 momentum 0.9, cosine '
-            'decay; teacher dropout 0.2 (input) / 0.5 (hidden), max-norm 3.5 per unit, '
+            'decay; teacher dropout 0.2 (input) / 0.5 (hidden), max-norm '
+            f'{_MAX_NORM.value:g} per unit, '
             'inputs jittered by up to 2 px; students without regularisation; distillation '
             '0.5 CE + 0.5 T^2 KL at T=20 from the same seed\'s teacher.')
-  command = ('python -m experiments.hinton_mnist' + (' --full' if _FULL.value else '') +
-             f' --seeds={",".join(map(str, seeds))}')
+  command = ' '.join(['python -m experiments.hinton_mnist', *sys.argv[1:]])
   return (f'MNIST test set (10,000 images); seeds {", ".join(map(str, seeds))}.\n\n' +
           '\n'.join(rows) + f'\n\n{recipe}\nCommand: `{command}`; measured on '
           f'{time.strftime("%Y-%m-%d")}, 1-min load before the runs {load:.1f} (2 CPU cores).\n')

@@ -49,6 +49,15 @@ def test_config_runs_locally(path, data_dir, tmp_path):
     assert results['eval']['examples'] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('path', [p for p in CONFIG_FILES
+                                  if _module_attribute(p, 'SLOW_SMOKE_TEST_ARGS')],
+                         ids=lambda p: os.path.relpath(p, CONFIG_DIR))
+def test_config_runs_locally_slow_args(path, tmp_path):
+  """The language-model smoke args CI covers in other tests."""
+  _run_lm_config(path, _module_attribute(path, 'SLOW_SMOKE_TEST_ARGS'), tmp_path)
+
+
 def _run_lm_config(path, smoke_args, tmp_path):
   from tests.llm.conftest import random_variables, tiny_config, write_gguf  # pylint: disable=g-import-not-at-top
   teacher = str(tmp_path / 'teacher.gguf')

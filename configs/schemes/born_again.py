@@ -18,7 +18,7 @@ import os
 from distill_jax import config_args
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'mnist', 'hinton.py')
-SMOKE_TEST_ARGS = ('generations=2',)
+SMOKE_TEST_ARGS = ('generations=1',)  # gen0 -> gen1 and the ensemble (chains: test_born_again)
 
 
 def get_config(arg=None):
