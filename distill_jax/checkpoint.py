@@ -151,14 +151,15 @@ def newest_verified(directory: str, *, move_failed_to: str | None = None) -> Ver
       failures.append(f'{path}: {problem}')
       metrics.log(f'Checkpoint {path} fails verification: {problem}. Trying the step before.')
       continue
-    if not checksums.has_manifest(path):
+    digest = checksums.digest(path)
+    if digest is None:
       metrics.log(f'{path} has no {checksums.MANIFEST} (saved before checksums were kept): '
                   'using it unverified.')
     for failed in saved_steps(directory) if move_failed_to else ():
       if failed > step:
         target = _set_aside(os.path.join(directory, str(failed)), move_failed_to)
         metrics.log(f'Moved the failed checkpoint of step {failed} to {target}.')
-    return Verified(step, path, checksums.digest(path))
+    return Verified(step, path, digest)
   if failures:
     raise CheckpointError(
         f'No checkpoint in {directory} verifies:\n  ' + '\n  '.join(failures) +

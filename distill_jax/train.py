@@ -271,9 +271,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict[s
                  steps=exp.total_steps, workdir=workdir)
   markdown = results.pop('report_markdown', None)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, RESULTS_FILE) + '.tmp', 'w') as f:
+    path = os.path.join(workdir, RESULTS_FILE)
+    with open(path + '.tmp', 'w') as f:
       json.dump(results, f, indent=2)
-    os.replace(os.path.join(workdir, RESULTS_FILE) + '.tmp', os.path.join(workdir, RESULTS_FILE))
+    os.replace(path + '.tmp', path)
     if markdown is not None:
       with open(os.path.join(workdir, REPORT_FILE), 'w') as f:
         f.write(markdown + '\n')
@@ -339,7 +340,6 @@ class NonFiniteGuard:
     verified = 'verified' if good.sha256 else 'unverified: saved before checksums were kept'
     return (f'The last good checkpoint is step {good.step}: {good.path} ({verified}; '
             'rerunning resumes from there).')
-
 
 
 def _train_loop(exp: Experiment, state, manager, writer, start_step: int,

@@ -11,9 +11,9 @@
   differing keys; one that differs in other values (learning rate, cadences,
   ...) is refused too unless ``train.resume_with_changes=True``. The run's
   length and its teachers' checkpoints (``FREE_KEYS``) may change without
-  it: a finished run is trained on by raising ``train.num_steps``. Allowed changes are appended to
-  ``config_history.jsonl`` before ``config.json`` is rewritten; nothing is
-  written before these checks.
+  it: a finished run is trained on by raising ``train.num_steps``. Allowed
+  changes are appended to ``config_history.jsonl`` before ``config.json`` is
+  rewritten; nothing is written before these checks.
 """
 
 import contextlib
@@ -86,8 +86,8 @@ def _acquire(workdir: str) -> str | None:
     return None
   here = socket.gethostname()
   if holder.get('host') in (here, None) and not (holder.get('pid') and _pid_alive(holder['pid'])):
-    metrics.log(f'{path}: a stale lock (pid {holder.get("pid")} on {holder.get("host")} is gone, '
-         'its run was killed); taking it over.')
+    metrics.log(f'{path}: a stale lock (pid {holder.get("pid")} on {holder.get("host")} is '
+                'gone, its run was killed); taking it over.')
     os.remove(path)
     return None if _take(path) is None else f'{path}: another run took the lock just now.'
   return (f'{workdir} is in use by another run (pid {holder.get("pid")} on host '
@@ -197,4 +197,4 @@ def check_continues(workdir: str, config: ml_collections.ConfigDict) -> None:
                           'step': step,
                           'changes': {k: list(v) for k, v in changes.items()}}) + '\n')
   metrics.log(f'Resuming {workdir} with changed settings: {_format(changes)} '
-       f'(recorded in {HISTORY_FILE}).')
+              f'(recorded in {HISTORY_FILE}).')

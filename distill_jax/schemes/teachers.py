@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from distill_jax import checkpoint
-from distill_jax import registry
 from distill_jax import metrics
+from distill_jax import registry
 from distill_jax import sharding
 from distill_jax.teacher_check import TeacherSource
 
